@@ -1,0 +1,26 @@
+"""jrnn: the Keras recurrent layers as a JAX library.
+
+Pure cells (``jrnn.cells``), one ``lax.scan`` runner (``jrnn.run``), and Keras activations,
+initializers, regularizers and constraints.
+"""
+
+from jrnn import activations, cells, constraints, initializers, regularizers
+from jrnn._dropout import DropoutMasks
+from jrnn._masking import mask_from_lengths
+from jrnn._runner import run
+from jrnn._types import Cell, StepFn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cell",
+    "DropoutMasks",
+    "StepFn",
+    "activations",
+    "cells",
+    "constraints",
+    "initializers",
+    "mask_from_lengths",
+    "regularizers",
+    "run",
+]

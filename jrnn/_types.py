@@ -1,0 +1,48 @@
+"""The cell contract: a NamedTuple of pure functions (the optax GradientTransformation pattern)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+PyTree = Any
+
+
+class StepFn(Protocol):
+    """``step(params, state, x, *, constants=None, dropout=None) -> (y, new_state)``.
+
+    ``x`` has any leading batch dims; ``new_state`` has the structure, shapes and dtypes of
+    ``state``. ``dropout`` holds masks drawn once per sequence (see ``Cell.dropout_masks``).
+    """
+
+    def __call__(self, params: PyTree, state: PyTree, x: jax.Array, **kwargs) -> tuple[jax.Array, PyTree]: ...
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: configuration lives in the closures, arrays in the pytrees they take.
+
+    Attributes:
+      init_params: ``(key, input_dim, dtype=float32) -> params``.
+      init_state: ``(batch_shape, dtype=float32) -> state``, zeros; no key.
+      step: a ``StepFn``.
+      dropout_masks: ``(key, params, batch_shape, dtype=float32) -> masks | None``: the
+        variational masks for one sequence, passed to ``step`` as ``dropout=masks`` (``None``
+        when the cell has no dropout). Optional for user cells.
+    """
+
+    init_params: Callable[..., PyTree]
+    init_state: Callable[..., PyTree]
+    step: StepFn
+    dropout_masks: Callable[..., PyTree] | None = None
+
+
+def accepts_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes keyword ``name`` (explicitly or through ``**kwargs``), as Keras' has_arg."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

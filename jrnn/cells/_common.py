@@ -1,0 +1,107 @@
+"""Validation and set-up shared by the cell factories; trace-time Python only, no math."""
+
+from __future__ import annotations
+
+import operator
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import activations, initializers
+from jrnn._dropout import check_rate
+from jrnn._errors import message
+
+
+def check_units(units, name: str = "units") -> int:
+    try:
+        value = operator.index(units)
+    except TypeError:
+        value = None
+    if value is None or isinstance(units, bool) or value < 1:
+        raise ValueError(message(name, "a positive integer", f"{name}={units!r}"))
+    return value
+
+
+def check_implementation(implementation) -> int:
+    if implementation not in (1, 2) or isinstance(implementation, bool):
+        raise ValueError(message("implementation", "1 or 2", f"implementation={implementation!r}"))
+    return implementation
+
+
+def check_input_dim(input_dim) -> int:
+    return check_units(input_dim, "input_dim")
+
+
+def batch_shape_tuple(batch_shape) -> tuple[int, ...]:
+    """Accepts an int or a sequence of ints as a batch shape."""
+    if isinstance(batch_shape, int) and not isinstance(batch_shape, bool):
+        return (batch_shape,)
+    try:
+        shape = tuple(operator.index(d) for d in batch_shape)
+    except TypeError:
+        shape = None
+    if shape is None or any(d < 0 for d in shape):
+        raise ValueError(message("batch_shape", "an int or a tuple of ints >= 0", f"batch_shape={batch_shape!r}"))
+    return shape
+
+
+def resolve(activation, recurrent_activation, kernel_init, recurrent_init, bias_init):
+    """Looks up the Keras names once, when the cell is built."""
+    return (
+        activations.get(activation),
+        activations.get(recurrent_activation),
+        initializers.get(kernel_init),
+        initializers.get(recurrent_init),
+        initializers.get(bias_init),
+    )
+
+
+def rates(dropout, recurrent_dropout) -> tuple[float, float]:
+    return check_rate("dropout", dropout), check_rate("recurrent_dropout", recurrent_dropout)
+
+
+def check_step_args(cell: str, params, params_type, state, state_type, x, units: int) -> jax.Array:
+    """Validates a step's arguments against the cell's params; returns ``x`` as an array.
+
+    Runs at trace time (shapes are static), so it costs nothing per step once compiled.
+    """
+    if not isinstance(params, params_type):
+        raise TypeError(message("params", f"a {params_type.__name__}", f"{type(params).__name__}"))
+    if not isinstance(state, state_type):
+        fields = ", ".join(state_type._fields)
+        raise TypeError(
+            message("state", f"a {state_type.__name__}({fields})", f"{type(state).__name__}: {state!r:.200}")
+        )
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(message("x", f"a floating-point array for the {cell} cell", f"x.dtype={x.dtype}"))
+    n_in = params.kernel.shape[0]
+    if x.ndim < 1 or x.shape[-1] != n_in:
+        raise ValueError(
+            message(
+                "x",
+                f"an array of shape (*batch, {n_in}) to match the kernel's input size {n_in}",
+                f"x.shape={x.shape}",
+            )
+        )
+    expected = (*x.shape[:-1], units)
+    for name, leaf in zip(state._fields, state, strict=True):
+        if jnp.shape(leaf) != expected:
+            raise ValueError(
+                message(
+                    f"state.{name}",
+                    f"of shape {expected} (the input's batch shape, then units={units})",
+                    f"state.{name}.shape={jnp.shape(leaf)}",
+                )
+            )
+    return x
+
+
+def add_bias(z: jax.Array, bias: jax.Array) -> jax.Array:
+    """``z + bias`` with the bias broadcast over the batch dims explicitly (no rank promotion)."""
+    return z + jnp.expand_dims(bias, tuple(range(z.ndim - bias.ndim)))
+
+
+def cast(tree, dtype):
+    """Casts the floating leaves of ``tree`` to ``dtype`` (the step computes in the input dtype)."""
+    return jax.tree.map(lambda a: a if a.dtype == dtype else a.astype(dtype), tree)

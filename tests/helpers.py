@@ -1,0 +1,90 @@
+"""Shared test fixtures: random gate-distinct weights, masks, and cell builders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax
+import numpy as np
+
+import jrnn
+
+KINDS = ("simple_rnn", "gru", "gru_reset_after", "lstm")
+GATES = {"simple_rnn": 1, "gru": 3, "gru_reset_after": 3, "lstm": 4}
+PARAMS = {
+    "simple_rnn": jrnn.cells.SimpleRNNParams,
+    "gru": jrnn.cells.GRUParams,
+    "gru_reset_after": jrnn.cells.GRUParams,
+    "lstm": jrnn.cells.LSTMParams,
+}
+
+
+def make_cell(kind: str, units: int, **kwargs) -> jrnn.Cell:
+    if kind == "simple_rnn":
+        kwargs.pop("recurrent_activation", None)
+        kwargs.pop("implementation", None)
+        return jrnn.cells.simple_rnn(units, **kwargs)
+    if kind == "gru":
+        return jrnn.cells.gru(units, reset_after=False, **kwargs)
+    if kind == "gru_reset_after":
+        return jrnn.cells.gru(units, reset_after=True, **kwargs)
+    return jrnn.cells.lstm(units, **kwargs)
+
+
+def random_weights(kind: str, n_in: int, units: int, *, seed: int = 0, use_bias: bool = True) -> list[np.ndarray]:
+    """Keras-layout weights, ``normal * 0.3``: every entry (so every gate) distinct."""
+    rng = np.random.default_rng(seed)
+    g = GATES[kind] * units
+    weights = [rng.normal(size=(n_in, g)), rng.normal(size=(units, g))]
+    if use_bias:
+        weights.append(rng.normal(size=(2, g) if kind == "gru_reset_after" else (g,)))
+    return [(0.3 * w).astype(np.float32) for w in weights]
+
+
+def params_from(kind: str, weights) -> tuple:
+    return PARAMS[kind](*[jax.numpy.asarray(w) for w in weights])
+
+
+def random_state(kind: str, batch: int, units: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    n = 2 if kind == "lstm" else 1
+    return [(0.5 * rng.normal(size=(batch, units))).astype(np.float32) for _ in range(n)]
+
+
+def to_state(kind: str, arrays):
+    arrays = [jax.numpy.asarray(a) for a in arrays]
+    if kind == "lstm":
+        return jrnn.cells.LSTMState(*arrays)
+    if kind == "simple_rnn":
+        return jrnn.cells.SimpleRNNState(*arrays)
+    return jrnn.cells.GRUState(*arrays)
+
+
+def make_mask(pattern: str | None, batch: int, steps: int) -> np.ndarray | None:
+    """right/left padding, holes (and one fully masked row when batch > 1)."""
+    if pattern is None:
+        return None
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths[0] = max(1, steps - 2)
+    right = np.arange(steps)[None, :] < lengths[:, None]
+    if pattern == "right":
+        return right
+    if pattern == "left":
+        return right[:, ::-1].copy()
+    holes = rng.random((batch, steps)) < 0.6
+    holes[0, :] = True
+    holes[0, 1] = False
+    if batch > 1:
+        holes[-1, :] = False
+    return holes
+
+
+@contextlib.contextmanager
+def relaxed_numerics():
+    """Keras relies on implicit rank promotion; jrnn's own tests run strict."""
+    with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+        yield
