@@ -77,7 +77,7 @@ def make_mask(pattern: str | None, batch: int, steps: int) -> np.ndarray | None:
         return right[:, ::-1].copy()
     holes = rng.random((batch, steps)) < 0.6
     holes[0, :] = True
-    holes[0, 1] = False
+    holes[0, min(1, steps - 1)] = steps == 1  # a hole, unless the row has one step
     if batch > 1:
         holes[-1, :] = False
     return holes

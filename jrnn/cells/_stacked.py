@@ -39,9 +39,10 @@ def stacked(cells: Sequence[Cell]) -> Cell:
 
     def init_params(key, input_dim, dtype=jnp.float32):
         params = []
-        for cell, k in zip(cells, jax.random.split(key, len(cells)), strict=True):
+        for i, (cell, k) in enumerate(zip(cells, jax.random.split(key, len(cells)), strict=True)):
             params.append(cell.init_params(k, input_dim, dtype))
-            input_dim = output_dim(cell, params[-1], input_dim, dtype)
+            if i + 1 < len(cells):  # only a cell that feeds another needs its output size
+                input_dim = output_dim(cell, params[-1], input_dim, dtype)
         return tuple(params)
 
     def init_state(batch_shape=(), dtype=jnp.float32):
