@@ -84,17 +84,17 @@ _BY_NAME: dict[str, Activation] = {
 }
 
 
-def get(identifier: str | Activation | None) -> Activation:
+def get(identifier: str | Activation | None, arg: str = "activation") -> Activation:
     """Returns the activation for a Keras name, ``None`` (identity) or a callable."""
     if identifier is None:
         return linear
     if isinstance(identifier, str):
         if identifier in _BY_NAME:
             return _BY_NAME[identifier]
-        raise ValueError(message("activation", f"one of {sorted(_BY_NAME)}, None or a callable", repr(identifier)))
+        raise ValueError(message(arg, f"one of {sorted(_BY_NAME)}, None or a callable", repr(identifier)))
     if callable(identifier):
         return identifier
-    raise TypeError(message("activation", "a Keras activation name, None or a callable", repr(identifier)))
+    raise TypeError(message(arg, "a Keras activation name, None or a callable", repr(identifier)))
 
 
 def serialize(fn: Activation) -> str | Activation:

@@ -79,7 +79,7 @@ _FACTORIES = {
 }
 
 
-def get(identifier: str | dict | Constraint | None) -> Constraint | None:
+def get(identifier: str | dict | Constraint | None, arg: str = "constraint") -> Constraint | None:
     """Returns a constraint for a Keras name, a Keras config dict, a callable or ``None``."""
     if identifier is None:
         return None
@@ -89,6 +89,4 @@ def get(identifier: str | dict | Constraint | None) -> Constraint | None:
         return _FACTORIES[identifier]()
     if callable(identifier) and not isinstance(identifier, (str, dict)):
         return identifier
-    raise ValueError(
-        message("constraint", f"one of {sorted(_FACTORIES)}, a config dict, a callable or None", repr(identifier))
-    )
+    raise ValueError(message(arg, f"one of {sorted(_FACTORIES)}, a config dict, a callable or None", repr(identifier)))

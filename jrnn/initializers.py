@@ -225,7 +225,7 @@ _CLASS_NAMES = {
 }
 
 
-def get(identifier: str | dict | Initializer) -> Initializer:
+def get(identifier: str | dict | Initializer, arg: str = "initializer") -> Initializer:
     """Returns an initializer for a Keras name, a Keras config dict or a callable."""
     if isinstance(identifier, dict) and "class_name" in identifier:
         name = _CLASS_NAMES.get(identifier["class_name"], identifier["class_name"])
@@ -242,7 +242,7 @@ def get(identifier: str | dict | Initializer) -> Initializer:
         return identifier
     raise ValueError(
         message(
-            "initializer",
+            arg,
             f"one of {sorted(_FACTORIES)} (or its Keras class name), a Keras config dict or a callable",
             repr(identifier),
         )

@@ -63,7 +63,7 @@ L2 = l2
 _FACTORIES = {"l1": l1, "l2": l2, "l1_l2": l1_l2, "L1": l1, "L2": l2, "L1L2": L1L2}
 
 
-def get(identifier: str | dict | Regularizer | None) -> Regularizer | None:
+def get(identifier: str | dict | Regularizer | None, arg: str = "regularizer") -> Regularizer | None:
     """Returns a regularizer for a Keras name, a Keras config dict, a callable or ``None``."""
     if identifier is None:
         return None
@@ -73,6 +73,4 @@ def get(identifier: str | dict | Regularizer | None) -> Regularizer | None:
         return _FACTORIES[identifier]()
     if callable(identifier) and not isinstance(identifier, (str, dict)):
         return identifier
-    raise ValueError(
-        message("regularizer", f"one of {sorted(_FACTORIES)}, a config dict, a callable or None", repr(identifier))
-    )
+    raise ValueError(message(arg, f"one of {sorted(_FACTORIES)}, a config dict, a callable or None", repr(identifier)))

@@ -6,8 +6,8 @@ from functools import partial
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import oracles
+import pytest
 from helpers import KINDS, make_cell, make_mask, params_from, random_state, random_weights, to_state
 
 import jrnn

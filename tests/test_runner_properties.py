@@ -39,9 +39,7 @@ kinds = pytest.mark.parametrize("kind", KINDS)
 def test_all_true_mask_is_no_mask(kind, size):
     cell, params, state, xs = setup(kind, size)
     mask = jnp.ones(xs.shape[:2], bool)
-    assert_trees_close(
-        jrnn.run(cell.step, params, state, xs, mask=mask), jrnn.run(cell.step, params, state, xs)
-    )
+    assert_trees_close(jrnn.run(cell.step, params, state, xs, mask=mask), jrnn.run(cell.step, params, state, xs))
 
 
 @kinds
@@ -208,6 +206,7 @@ def test_cells_accept_any_leading_batch_dims():
     params = cell.init_params(jax.random.key(0), 3)
     x = jax.random.normal(jax.random.key(1), (2, 5, 3))
     y, state = cell.step(params, cell.init_state((2, 5)), x)
+    assert state.h.shape == (2, 5, 4)
     y_flat, _ = cell.step(params, cell.init_state((10,)), x.reshape(10, 3))
     assert y.shape == (2, 5, 4)
     np.testing.assert_allclose(y.reshape(10, 4), y_flat, rtol=1e-6)

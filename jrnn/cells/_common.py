@@ -48,11 +48,11 @@ def batch_shape_tuple(batch_shape) -> tuple[int, ...]:
 def resolve(activation, recurrent_activation, kernel_init, recurrent_init, bias_init):
     """Looks up the Keras names once, when the cell is built."""
     return (
-        activations.get(activation),
-        activations.get(recurrent_activation),
-        initializers.get(kernel_init),
-        initializers.get(recurrent_init),
-        initializers.get(bias_init),
+        activations.get(activation, "activation"),
+        activations.get(recurrent_activation, "recurrent_activation"),
+        initializers.get(kernel_init, "kernel_initializer"),
+        initializers.get(recurrent_init, "recurrent_initializer"),
+        initializers.get(bias_init, "bias_initializer"),
     )
 
 
@@ -66,11 +66,11 @@ def check_step_args(cell: str, params, params_type, state, state_type, x, units:
     Runs at trace time (shapes are static), so it costs nothing per step once compiled.
     """
     if not isinstance(params, params_type):
-        raise TypeError(message("params", f"a {params_type.__name__}", f"{type(params).__name__}"))
+        raise TypeError(message("params", f"of type {params_type.__name__}", f"{type(params).__name__}"))
     if not isinstance(state, state_type):
         fields = ", ".join(state_type._fields)
         raise TypeError(
-            message("state", f"a {state_type.__name__}({fields})", f"{type(state).__name__}: {state!r:.200}")
+            message("state", f"of type {state_type.__name__}({fields})", f"{type(state).__name__}: {state!r:.200}")
         )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
