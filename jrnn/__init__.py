@@ -4,7 +4,7 @@ Pure cells (``jrnn.cells``), one ``lax.scan`` runner (``jrnn.run``), and Keras a
 initializers, regularizers and constraints.
 """
 
-from jrnn import activations, cells, constraints, initializers, regularizers
+from jrnn import activations, cells, constraints, initializers, layers, nnx, regularizers
 from jrnn._dropout import DropoutMasks
 from jrnn._masking import mask_from_lengths
 from jrnn._runner import run
@@ -20,7 +20,9 @@ __all__ = [
     "cells",
     "constraints",
     "initializers",
+    "layers",
     "mask_from_lengths",
+    "nnx",
     "regularizers",
     "run",
 ]

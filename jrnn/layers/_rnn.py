@@ -1,0 +1,137 @@
+"""The Keras sequence surface as a pure function: ``rnn(cell, params, xs, ...)``.
+
+Everything a Keras ``RNN`` layer does around its cell, and nothing that holds state: the stateful
+carry goes in as ``initial_state`` and comes back in ``RNNResult.state``; dropout masks come from
+an explicit key. The Flax wrappers (``jrnn.nnx``, ``jrnn.linen``) only store variables and call
+this.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn._errors import message
+from jrnn._runner import run
+from jrnn._types import Cell
+
+PyTree = Any
+
+
+class RNNResult(NamedTuple):
+    """``output`` is ``(batch, time, units)`` with ``return_sequences`` else ``(batch, units)``;
+    ``state`` is the cell's state pytree after the last processed step."""
+
+    output: jax.Array
+    state: PyTree
+
+
+def states_to_list(state: PyTree) -> list[jax.Array]:
+    """A cell state as Keras' flat list of state arrays (LSTM: ``[h, c]``; stacked: natural order)."""
+    return jax.tree.leaves(state)
+
+
+def state_from_list(template: PyTree, states, arg: str = "initial_state") -> PyTree:
+    """Keras-style ``[h, c]`` (or one array) into the cell's state pytree, shape-checked."""
+    leaves, treedef = jax.tree.flatten(template)
+    if not isinstance(states, (list, tuple)) or hasattr(states, "_fields"):
+        states = jax.tree.leaves(states)
+    states = list(states)
+    if len(states) != len(leaves):
+        raise ValueError(message(arg, f"a list of {len(leaves)} state arrays for this cell", f"{len(states)} arrays"))
+    arrays = []
+    for i, (given, like) in enumerate(zip(states, leaves, strict=True)):
+        given = jnp.asarray(given)
+        if given.shape != like.shape:
+            raise ValueError(message(f"{arg}[{i}]", f"of shape {like.shape}", f"shape {given.shape}"))
+        arrays.append(given.astype(like.dtype))
+    return jax.tree.unflatten(treedef, arrays)
+
+
+def rnn(
+    cell: Cell,
+    params: PyTree,
+    xs: jax.Array,
+    *,
+    initial_state: PyTree | None = None,
+    mask: jax.Array | None = None,
+    constants: PyTree | None = None,
+    return_sequences: bool = False,
+    go_backwards: bool = False,
+    unroll: bool | int = False,
+    time_major: bool = False,
+    zero_output_for_mask: bool = False,
+    training: bool = False,
+    dropout_key: jax.Array | None = None,
+    remat: bool = False,
+) -> RNNResult:
+    """Keras ``RNN(cell)`` semantics over ``jrnn.run``.
+
+    Args:
+      cell: a ``jrnn.Cell``.
+      params: its params.
+      xs: ``(batch, time, *features)`` (``(time, batch, ...)`` with ``time_major``).
+      initial_state: the cell's state pytree, or Keras' list of state arrays; zeros if None.
+      mask: boolean ``(batch, time)``, True at real steps.
+      constants: passed to every step.
+      return_sequences: return every step's output, else the last one.
+      go_backwards: process the sequence from its end; like Keras, the returned sequence is in
+        processing (reversed) order.
+      unroll: ``False`` (a scan), ``True`` (fully unrolled) or a number of steps per iteration.
+      time_major: the layout of ``xs`` and of the returned sequence.
+      zero_output_for_mask: masked steps output zeros (Keras' Bidirectional sets this).
+      training: apply dropout (needs ``dropout_key`` when the cell has dropout rates).
+      dropout_key: the key the sequence's variational masks are drawn from.
+      remat: checkpoint each step (less memory for backward, one more forward).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.cells.lstm(3)
+      >>> params = cell.init_params(jax.random.key(0), 2)
+      >>> result = jrnn.layers.rnn(cell, params, jnp.ones((4, 5, 2)), go_backwards=True)
+      >>> result.output.shape, [s.shape for s in jrnn.layers.states_to_list(result.state)]
+      ((4, 3), [(4, 3), (4, 3)])
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim < 3:
+        layout = "(time, batch, *features)" if time_major else "(batch, time, *features)"
+        raise ValueError(message("inputs", f"of rank >= 3, laid out {layout}", f"inputs.shape={xs.shape}"))
+    time_axis, batch_axis = (0, 1) if time_major else (1, 0)
+    batch = xs.shape[batch_axis]
+    template = cell.init_state((batch,), xs.dtype if jnp.issubdtype(xs.dtype, jnp.floating) else jnp.float32)
+    state = template if initial_state is None else state_from_list(template, initial_state)
+
+    step = cell.step
+    if training and cell.dropout_masks is not None:
+        if dropout_key is None:
+            needs_key = jax.eval_shape(lambda k: cell.dropout_masks(k, params, (batch,)), jax.random.key(0))
+            if needs_key is not None:
+                raise ValueError(message("dropout_key", "a PRNG key when training with dropout", "None"))
+        else:
+            masks = cell.dropout_masks(dropout_key, params, (batch,), xs.dtype)
+            if masks is not None:
+                step = partial(cell.step, dropout=masks)
+
+    ys, final = run(
+        step,
+        params,
+        state,
+        xs,
+        mask=mask,
+        reverse=go_backwards,
+        unroll=unroll if unroll is not False else 1,
+        time_major=time_major,
+        zero_output_for_mask=zero_output_for_mask,
+        constants=constants,
+        remat=remat,
+    )
+    if go_backwards:
+        ys = jnp.flip(ys, axis=time_axis)
+    if return_sequences:
+        return RNNResult(ys, final)
+    if ys.shape[time_axis] == 0:  # no step: the last output is the zero output, not a wrapped index
+        return RNNResult(jnp.zeros(ys.shape[:time_axis] + ys.shape[time_axis + 1 :], ys.dtype), final)
+    return RNNResult(jnp.take(ys, -1, axis=time_axis), final)

@@ -1,0 +1,319 @@
+"""NNX ``RNN`` and the Keras layers built on it. Variables and argument checks only: the sequence
+logic is ``jrnn.layers.rnn``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jrnn import cells, regularizers
+from jrnn._errors import message
+from jrnn._types import Cell
+from jrnn.layers import activity_penalty, rnn, state_from_list, states_to_list, weight_penalty
+from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell, _KerasCell
+
+PyTree = Any
+
+
+class Carry(nnx.Variable):
+    """A stateful layer's carried state (Keras' ``layer.states``)."""
+
+
+class ActivityLoss(nnx.Variable):
+    """The activity-regularization loss of the last call (what Keras puts in ``layer.losses``)."""
+
+
+class StackedRNNCells(nnx.Module):
+    """Keras ``StackedRNNCells``: states in natural cell order."""
+
+    def __init__(self, cells_: list):
+        if not isinstance(cells_, (list, tuple)) or not cells_:
+            raise ValueError(message("cells", "a non-empty list of cells", repr(cells_)))
+        self.cells = nnx.List(list(cells_))
+
+    def pure(self) -> tuple[Cell, PyTree]:
+        pures = [_pure_cell(c) for c in self.cells]
+        return cells.stacked([c for c, _ in pures]), tuple(p for _, p in pures)
+
+    @property
+    def state_size(self) -> list[int]:
+        return [s for c in self.cells for s in _state_sizes(c)]
+
+
+def _state_sizes(cell) -> list[int]:
+    size = cell.state_size
+    return list(size) if isinstance(size, (list, tuple)) else [size]
+
+
+def _user_cell(module: nnx.Module) -> tuple[Cell, PyTree]:
+    """A Keras-style user cell (``state_size``; ``__call__(x, states) -> (y, new_states)``) as a
+    pure Cell: its variables become the params, split from and merged into its graph each step."""
+    graphdef, params = nnx.split(module)
+    sizes = _state_sizes(module)
+    takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
+
+    def init_state(batch_shape=(), dtype=jnp.float32):
+        batch_shape = tuple(batch_shape) if not isinstance(batch_shape, int) else (batch_shape,)
+        return tuple(jnp.zeros((*batch_shape, s), dtype) for s in sizes)
+
+    def step(params, state, x, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k == "constants" and v is not None and takes_constants}
+        y, new = nnx.merge(graphdef, params)(x, list(state), **kwargs)
+        new = tuple(new) if isinstance(new, (list, tuple)) else (new,)
+        return y, tuple(n.astype(s.dtype) for n, s in zip(new, state, strict=True))
+
+    if not takes_constants:  # so that jrnn.run can tell the user a constant would be ignored
+
+        def step(params, state, x, _step=step):
+            return _step(params, state, x)
+
+    return Cell(None, init_state, step), params
+
+
+def _pure_cell(cell) -> tuple[Cell, PyTree]:
+    if isinstance(cell, (_KerasCell, StackedRNNCells)):
+        return cell.pure()
+    if isinstance(cell, nnx.Module) and hasattr(cell, "state_size"):
+        return _user_cell(cell)
+    raise TypeError(
+        message(
+            "cell",
+            "a jrnn.nnx cell, a list of cells, or an nnx.Module with `state_size` and __call__(x, states)",
+            type(cell).__name__,
+        )
+    )
+
+
+def _dropout_rates(cell) -> tuple[float, float]:
+    if isinstance(cell, StackedRNNCells):
+        return tuple(max(r) for r in zip(*(_dropout_rates(c) for c in cell.cells), strict=True))
+    return getattr(cell, "dropout_rates", (0.0, 0.0))
+
+
+class RNN(nnx.Module):
+    """Keras ``RNN(cell)`` as an NNX module.
+
+    ``cell`` is a jrnn.nnx cell, a list of cells (stacked), or a user cell module with a
+    ``state_size`` and ``__call__(x, states) -> (y, new_states)``. Calling returns the output, or
+    ``[output, *states]`` with ``return_state``. Dropout follows ``training``, else
+    ``model.train()`` / ``model.eval()``, and draws its masks from ``rngs``' ``dropout`` stream.
+    """
+
+    def __init__(
+        self,
+        cell,
+        *,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        unroll: bool = False,
+        time_major: bool = False,
+        zero_output_for_mask: bool = False,
+        activity_regularizer=None,
+        batch_size: int | None = None,
+        batch_input_shape=None,
+        input_length: int | None = None,
+        dtype=None,
+        deterministic: bool = False,
+        rngs: nnx.Rngs | None = None,
+    ):
+        self.cell = StackedRNNCells(cell) if isinstance(cell, (list, tuple)) else cell
+        _pure_cell(self.cell)  # fails early, naming `cell`, for something that is not a cell
+        self.return_sequences, self.return_state = return_sequences, return_state
+        self.go_backwards, self.unroll, self.time_major = go_backwards, unroll, time_major
+        self.zero_output_for_mask, self.stateful, self.dtype = zero_output_for_mask, stateful, dtype
+        self.input_length = input_length
+        self.activity_regularizer = regularizers.get(activity_regularizer, "activity_regularizer")
+        self.activity_loss = ActivityLoss(jnp.zeros((), jnp.float32))
+        self.deterministic = deterministic
+        has_dropout = any(r > 0 for r in _dropout_rates(self.cell))
+        self.rngs = rngs["dropout"].fork() if (rngs is not None and has_dropout) else nnx.data(None)
+        if batch_size is None and batch_input_shape is not None:
+            batch_size = batch_input_shape[0]
+        self.batch_size = batch_size
+        if stateful and batch_size is None:
+            raise ValueError(
+                message("batch_size", "given (or batch_input_shape) for a stateful layer", "batch_size=None")
+            )
+        self.states = Carry(self._zero_state()) if stateful else nnx.data(None)
+
+    def _zero_state(self):
+        cell, _ = _pure_cell(self.cell)
+        return cell.init_state((self.batch_size,), self.dtype or jnp.float32)
+
+    def reset_states(self, states=None) -> None:
+        """Zeros, or ``states`` (an array or a list of arrays in Keras order), as the carry."""
+        if not self.stateful:
+            raise ValueError(message("stateful", "True to reset states", "stateful=False"))
+        template = self._zero_state()
+        if states is None:
+            self.states.set_value(template)
+        else:
+            if not isinstance(states, (list, tuple)):
+                states = [states]
+            self.states.set_value(state_from_list(template, states, "states"))
+
+    def __call__(self, inputs, mask=None, initial_state=None, constants=None, training=None):
+        x = jnp.asarray(inputs)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        batch = x.shape[1 if self.time_major else 0]
+        if self.stateful and initial_state is None:
+            if batch != self.batch_size:
+                raise ValueError(
+                    message("inputs", f"a batch of {self.batch_size} for this stateful layer", f"batch {batch}")
+                )
+            initial_state = self.states.get_value()
+        training = (not self.deterministic) if training is None else bool(training)
+        cell, params = _pure_cell(self.cell)
+        key = None
+        if training and any(r > 0 for r in _dropout_rates(self.cell)):
+            if self.rngs is None:
+                raise ValueError(
+                    message("rngs", "given at construction (nnx.Rngs(...)) to train with dropout", "rngs=None")
+                )
+            key = self.rngs()
+        result = rnn(
+            cell,
+            params,
+            x,
+            initial_state=initial_state,
+            mask=mask,
+            constants=constants,
+            return_sequences=self.return_sequences,
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+            time_major=self.time_major,
+            zero_output_for_mask=self.zero_output_for_mask,
+            training=training,
+            dropout_key=key,
+        )
+        if self.stateful:
+            self.states.set_value(result.state)
+        outputs = [result.output, *states_to_list(result.state)] if self.return_state else result.output
+        if self.activity_regularizer is not None:
+            self.activity_loss.set_value(activity_penalty(self.activity_regularizer, outputs))
+        return outputs
+
+    def _keras_cells(self) -> list[_KerasCell]:
+        return list(self.cell.cells) if isinstance(self.cell, StackedRNNCells) else [self.cell]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Keras order: each cell's kernel, recurrent_kernel, bias, cells in order."""
+        return [w for c in self._keras_cells() for w in c.get_weights()]
+
+    def set_weights(self, weights) -> None:
+        weights, counts = list(weights), [len(c.get_weights()) for c in self._keras_cells()]
+        if len(weights) != sum(counts):
+            raise ValueError(message("weights", f"a list of {sum(counts)} arrays", f"{len(weights)} arrays"))
+        for c, n in zip(self._keras_cells(), counts, strict=True):
+            c.set_weights(weights[:n])
+            weights = weights[n:]
+
+    def regularization_loss(self) -> jax.Array:
+        """Weight penalties of every cell plus the last activity loss (Keras' ``sum(layer.losses)``)."""
+        total = sum(
+            (weight_penalty(c.params, c.regularizers) for c in self._keras_cells() if isinstance(c, _KerasCell)),
+            jnp.zeros((), jnp.float32),
+        )
+        return total + self.activity_loss.get_value()
+
+    def _sequence_config(self) -> dict:
+        return {
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "unroll": self.unroll,
+            "time_major": self.time_major,
+            "batch_size": self.batch_size,
+            "activity_regularizer": None
+            if self.activity_regularizer is None
+            else {"class_name": "L1L2", "config": self.activity_regularizer.get_config()},
+        }
+
+
+class _KerasLayer(RNN):
+    """SimpleRNN / GRU / LSTM: Keras' split of arguments, math to the cell, sequence to RNN."""
+
+    _cell_type: type[_KerasCell]
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        input_dim=None,
+        input_shape=None,
+        batch_input_shape=None,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        **kwargs,
+    ):
+        math = {k: kwargs.pop(k) for k in list(kwargs) if k in self._cell_type._math_args}
+        cell = self._cell_type(
+            units,
+            input_dim=input_dim,
+            input_shape=input_shape,
+            batch_input_shape=batch_input_shape,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            **math,
+        )
+        super().__init__(cell, batch_input_shape=batch_input_shape, rngs=rngs, **kwargs)
+
+    @property
+    def units(self) -> int:
+        return self.cell.units
+
+    def get_config(self) -> dict:
+        return {**self.cell.get_config(), **self._sequence_config(), "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config: dict, *, rngs: nnx.Rngs):
+        config = dict(config)
+        return cls(config.pop("units"), rngs=rngs, **config)
+
+
+class SimpleRNN(_KerasLayer):
+    """Keras ``SimpleRNN``."""
+
+    _cell_type = SimpleRNNCell
+
+
+class GRU(_KerasLayer):
+    """Keras ``GRU`` with Keras-2 defaults (hard_sigmoid, reset_after=False, implementation=1)."""
+
+    _cell_type = GRUCell
+
+
+class LSTM(_KerasLayer):
+    """Keras ``LSTM`` with Keras-2 defaults (hard_sigmoid, unit_forget_bias, implementation=1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import jrnn
+      >>> layer = jrnn.nnx.LSTM(4, input_dim=3, return_sequences=True, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 5, 3))).shape
+      (2, 5, 4)
+    """
+
+    _cell_type = LSTMCell

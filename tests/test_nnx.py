@@ -1,0 +1,278 @@
+"""jrnn.nnx against Keras 3 (JAX backend) and against jrnn.run, with copied random weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from helpers import make_mask, random_state, random_weights, relaxed_numerics
+
+import jrnn
+
+keras = pytest.importorskip("keras")
+B, T, N_IN, UNITS = 3, 6, 5, 4
+KINDS = {
+    "simple_rnn": (jrnn.nnx.SimpleRNN, "SimpleRNN", {}),
+    "gru": (jrnn.nnx.GRU, "GRU", {"reset_after": False}),
+    "gru_reset_after": (jrnn.nnx.GRU, "GRU", {"reset_after": True}),
+    "lstm_impl1": (jrnn.nnx.LSTM, "LSTM", {"implementation": 1}),
+    "lstm_impl2": (jrnn.nnx.LSTM, "LSTM", {"implementation": 2}),
+}
+WEIGHT_KIND = {"lstm_impl1": "lstm", "lstm_impl2": "lstm"}
+
+
+def _pair(kind, **options):
+    ours, theirs, extra = KINDS[kind]
+    if kind != "simple_rnn":
+        extra = {**extra, "recurrent_activation": "sigmoid"}
+    keras_extra = {k: v for k, v in extra.items() if k != "implementation"}
+    with relaxed_numerics():
+        k_layer = getattr(keras.layers, theirs)(UNITS, **keras_extra, **options)
+        k_layer.build((B, T, N_IN))
+    layer = ours(UNITS, input_dim=N_IN, **extra, **options, rngs=nnx.Rngs(0))
+    weights = random_weights(WEIGHT_KIND.get(kind, kind), N_IN, UNITS, seed=2)
+    with relaxed_numerics():
+        k_layer.set_weights(weights)
+    layer.set_weights(weights)
+    return layer, k_layer
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_layer_matches_keras_values_and_gradients(kind, go_backwards):
+    options = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
+    layer, k_layer = _pair(kind, **options)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(B, T, N_IN)).astype(np.float32)
+    mask = make_mask("right" if go_backwards else "holes", B, T)
+    n_states = 2 if kind.startswith("lstm") else 1
+    init = random_state("lstm" if n_states == 2 else "gru", B, UNITS)
+    with relaxed_numerics():
+        # Masks + initial state: Keras' scan path repeats the initial state at leading masked
+        # steps; its unrolled path follows the documented rule (zeros), as jrnn does everywhere.
+        k_layer.unroll = True
+        frozen = [v.value for v in k_layer.non_trainable_variables]
+        k_fn = lambda w, x: k_layer.stateless_call(w, frozen, x, mask=mask, initial_state=init)[0]  # noqa: E731
+        expected = k_fn([v.value for v in k_layer.trainable_variables], x)
+        cot = [jnp.asarray(rng.normal(size=o.shape).astype(np.float32)) for o in expected]
+        k_grads = jax.grad(lambda w, x: sum(jnp.sum(o * c) for o, c in zip(k_fn(w, x), cot, strict=True)), (0, 1))(
+            [v.value for v in k_layer.trainable_variables], jnp.asarray(x)
+        )
+    got = layer(jnp.asarray(x), mask=jnp.asarray(mask), initial_state=init)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+    def loss(layer, x):
+        return sum(
+            jnp.sum(o * c) for o, c in zip(layer(x, mask=jnp.asarray(mask), initial_state=init), cot, strict=True)
+        )
+
+    g_layer, g_x = nnx.grad(loss, argnums=(0, 1))(layer, jnp.asarray(x))
+    cell_grads = g_layer["cell"]
+    ours = [cell_grads[n][...] for n in ("kernel", "recurrent_kernel", "bias")]
+    for g, e in zip(ours, k_grads[0], strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g_x, k_grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_rnn_over_stacked_cells_matches_keras():
+    w1, w2 = random_weights("lstm", N_IN, 4, seed=1), random_weights("gru_reset_after", 4, 3, seed=2)
+    x = np.random.default_rng(0).normal(size=(B, T, N_IN)).astype(np.float32)
+    mask = make_mask("right", B, T)
+    with relaxed_numerics():
+        k_cells = [keras.layers.LSTMCell(4), keras.layers.GRUCell(3)]
+        k_layer = keras.layers.RNN(k_cells, return_sequences=True, return_state=True)
+        k_layer.build((B, T, N_IN))
+        k_layer.set_weights(w1 + w2)
+        expected = jax.tree.leaves(k_layer(x, mask=mask))
+    cells_ = [
+        jrnn.nnx.LSTMCell(4, input_dim=N_IN, recurrent_activation="sigmoid", rngs=nnx.Rngs(0)),
+        jrnn.nnx.GRUCell(3, input_dim=4, recurrent_activation="sigmoid", reset_after=True, rngs=nnx.Rngs(1)),
+    ]
+    layer = jrnn.nnx.RNN(cells_, return_sequences=True, return_state=True)
+    layer.set_weights(w1 + w2)
+    np.testing.assert_allclose(layer.get_weights()[3], w2[0])
+    got = layer(jnp.asarray(x), mask=jnp.asarray(mask))
+    assert len(got) == len(expected) == 4
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+class MinimalRNNCell(nnx.Module):
+    """The Keras documentation's example cell, written as an NNX module."""
+
+    def __init__(self, units, input_dim, *, rngs):
+        self.units = units
+        self.state_size = units
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (input_dim, units)) * 0.3)
+        self.recurrent_kernel = nnx.Param(jax.random.normal(rngs.params(), (units, units)) * 0.3)
+
+    def __call__(self, inputs, states):
+        prev_output = states[0]
+        h = inputs @ self.kernel[...]
+        output = h + prev_output @ self.recurrent_kernel[...]
+        return output, [output]
+
+
+def _minimal_step(p, state, x):
+    out = x @ p["kernel"] + state @ p["recurrent_kernel"]
+    return out, out
+
+
+def test_minimal_rnn_cell_alone_and_stacked():
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    cell = MinimalRNNCell(32, N_IN, rngs=nnx.Rngs(0))
+    layer = jrnn.nnx.RNN(cell, return_sequences=True)
+    p = {"kernel": cell.kernel[...], "recurrent_kernel": cell.recurrent_kernel[...]}
+    expected, _ = jrnn.run(_minimal_step, p, jnp.zeros((B, 32)), x)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+    c1, c2 = MinimalRNNCell(32, N_IN, rngs=nnx.Rngs(1)), MinimalRNNCell(64, 32, rngs=nnx.Rngs(2))
+    stacked = jrnn.nnx.RNN([c1, c2])
+    p1 = {"kernel": c1.kernel[...], "recurrent_kernel": c1.recurrent_kernel[...]}
+    p2 = {"kernel": c2.kernel[...], "recurrent_kernel": c2.recurrent_kernel[...]}
+    ys1, _ = jrnn.run(_minimal_step, p1, jnp.zeros((B, 32)), x)
+    ys2, _ = jrnn.run(_minimal_step, p2, jnp.zeros((B, 64)), ys1)
+    np.testing.assert_allclose(stacked(x), ys2[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_stateful_batches_equal_one_run_and_reset():
+    x = jax.random.normal(jax.random.key(0), (B, 2 * T, N_IN))
+    layer = jrnn.nnx.LSTM(UNITS, batch_input_shape=(B, T, N_IN), stateful=True, return_sequences=True, rngs=nnx.Rngs(0))
+    whole = jrnn.nnx.LSTM(UNITS, input_dim=N_IN, return_sequences=True, rngs=nnx.Rngs(0))
+    y = jnp.concatenate([layer(x[:, :T]), layer(x[:, T:])], axis=1)
+    np.testing.assert_allclose(y, whole(x), rtol=1e-5, atol=1e-6)
+    layer.reset_states()
+    jax.tree.map(lambda s: np.testing.assert_array_equal(s, 0.0), layer.states.get_value())
+    np.testing.assert_allclose(layer(x[:, :T]), whole(x[:, :T]), rtol=1e-5, atol=1e-6)
+    h, c = (jnp.asarray(a) for a in random_state("lstm", B, UNITS))
+    layer.reset_states(states=[h, c])
+    np.testing.assert_allclose(layer(x[:, :T]), whole(x[:, :T], initial_state=[h, c]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_type", [jrnn.nnx.LSTM, jrnn.nnx.GRU, jrnn.nnx.SimpleRNN])
+def test_config_round_trip(layer_type):
+    layer = layer_type(
+        UNITS,
+        input_dim=N_IN,
+        activation="relu",
+        dropout=0.1,
+        go_backwards=True,
+        kernel_regularizer=jrnn.regularizers.l2(0.02),
+        recurrent_constraint="non_neg",
+        rngs=nnx.Rngs(0),
+    )
+    config = layer.get_config()
+    assert config["units"] == UNITS and config["activation"] == "relu" and config["go_backwards"] is True
+    again = layer_type.from_config(config, rngs=nnx.Rngs(1))
+    assert again.get_config() == config
+
+
+def test_regularization_losses_equal_keras_layer_losses():
+    weights = random_weights("lstm", N_IN, UNITS, seed=5)
+    x = np.random.default_rng(1).normal(size=(B, T, N_IN)).astype(np.float32)
+    regs = dict(kernel_regularizer="l2", recurrent_regularizer=jrnn.regularizers.l1(0.03), bias_regularizer="l1_l2")
+    layer = jrnn.nnx.LSTM(
+        UNITS,
+        input_dim=N_IN,
+        recurrent_activation="sigmoid",  # Keras 3 default
+        activity_regularizer=jrnn.regularizers.l2(0.05),
+        **regs,
+        rngs=nnx.Rngs(0),
+    )
+    layer.set_weights(weights)
+    layer(jnp.asarray(x))
+    with relaxed_numerics():
+        k_layer = keras.layers.LSTM(
+            UNITS,
+            kernel_regularizer=keras.regularizers.L2(0.01),
+            recurrent_regularizer=keras.regularizers.L1(0.03),
+            bias_regularizer=keras.regularizers.L1L2(0.01, 0.01),
+            activity_regularizer=keras.regularizers.L2(0.05),
+        )
+        k_layer.build((B, T, N_IN))
+        k_layer.set_weights(weights)
+        k_layer(x)
+        expected = float(sum(k_layer.losses))
+    np.testing.assert_allclose(float(layer.regularization_loss()), expected, rtol=1e-5)
+
+
+def test_dropout_follows_training_and_rng():
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    make = lambda: jrnn.nnx.GRU(  # noqa: E731
+        UNITS, input_dim=N_IN, dropout=0.3, recurrent_dropout=0.3, rngs=nnx.Rngs(0, dropout=7)
+    )
+    a, b = make(), make()
+    y_a, y_b = a(x, training=True), b(x, training=True)
+    np.testing.assert_array_equal(y_a, y_b)  # same rng stream, same masks
+    assert not np.allclose(a(x, training=True), y_a)  # the stream advances
+    np.testing.assert_allclose(a(x, training=False), jrnn.nnx.GRU(UNITS, input_dim=N_IN, rngs=nnx.Rngs(0))(x))
+    a.eval()
+    np.testing.assert_array_equal(a(x), a(x, training=False))
+    a.train()
+    assert not np.allclose(a(x), a(x, training=False))
+
+
+def test_training_step_reduces_the_loss():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(32, 8, 3)).astype(np.float32))
+    target = jnp.asarray(np.cumsum(np.asarray(x)[..., 0], axis=1)[:, -1:] / 4)
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.lstm = jrnn.nnx.LSTM(16, input_dim=3, rngs=rngs)
+            self.head = nnx.Linear(16, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.head(self.lstm(x))
+
+    model = Model(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
+        losses = [float(step(model, optimizer)) for _ in range(60)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_mixed_precision_keeps_float32_params():
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    layer = jrnn.nnx.LSTM(UNITS, input_dim=N_IN, dtype=jnp.bfloat16, return_sequences=True, rngs=nnx.Rngs(0))
+    ref = jrnn.nnx.LSTM(UNITS, input_dim=N_IN, return_sequences=True, rngs=nnx.Rngs(0))
+    y = layer(x)
+    assert y.dtype == jnp.bfloat16 and layer.cell.kernel[...].dtype == jnp.float32
+    np.testing.assert_allclose(y.astype(jnp.float32), ref(x), atol=0.03)
+
+
+def test_bad_input_messages():
+    with pytest.raises(ValueError, match=r"`input_dim` must be given \(or input_shape / batch_input_shape\)"):
+        jrnn.nnx.LSTM(UNITS, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`batch_size` must be given \(or batch_input_shape\) for a stateful"):
+        jrnn.nnx.LSTM(UNITS, input_dim=N_IN, stateful=True, rngs=nnx.Rngs(0))
+    stateful = jrnn.nnx.GRU(UNITS, input_dim=N_IN, stateful=True, batch_size=B, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`inputs` must be a batch of 3 for this stateful layer. Received: batch 2"):
+        stateful(jnp.ones((2, T, N_IN)))
+    layer = jrnn.nnx.LSTM(UNITS, input_dim=N_IN, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"`initial_state` must be a list of 2 state arrays.*Received: 1 arrays"):
+        layer(jnp.ones((B, T, N_IN)), initial_state=[jnp.zeros((B, UNITS))])
+    with pytest.raises(ValueError, match=r"`initial_state\[1\]` must be of shape \(3, 4\). Received: shape \(3, 5\)"):
+        layer(jnp.ones((B, T, N_IN)), initial_state=[jnp.zeros((B, UNITS)), jnp.zeros((B, 5))])
+    user = jrnn.nnx.RNN(MinimalRNNCell(4, N_IN, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=r"`constants` must be None for a step that takes no `constants` keyword"):
+        user(jnp.ones((B, T, N_IN)), constants=jnp.ones((B, 2)))
+    with pytest.raises(ValueError, match=r"`mask` must be of shape \(3, 6\) \(batch, time\)"):
+        layer(jnp.ones((B, T, N_IN)), mask=jnp.ones((B, T + 1), bool))
+    with pytest.raises(ValueError, match=r"`rngs` must be given at construction"):
+        jrnn.nnx.RNN(jrnn.nnx.LSTMCell(UNITS, input_dim=N_IN, dropout=0.5, rngs=nnx.Rngs(0)))(
+            jnp.ones((B, T, N_IN)), training=True
+        )
+    with pytest.raises(TypeError, match=r"`cell` must be a jrnn.nnx cell"):
+        jrnn.nnx.RNN(object())
