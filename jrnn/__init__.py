@@ -6,7 +6,7 @@ initializers, regularizers and constraints.
 
 from jrnn import activations, cells, constraints, initializers, layers, nnx, regularizers
 from jrnn._dropout import DropoutMasks
-from jrnn._masking import mask_from_lengths
+from jrnn._masking import compute_mask, mask_from_lengths, masking_mask
 from jrnn._runner import run
 from jrnn._types import Cell, StepFn
 
@@ -18,10 +18,12 @@ __all__ = [
     "StepFn",
     "activations",
     "cells",
+    "compute_mask",
     "constraints",
     "initializers",
     "layers",
     "mask_from_lengths",
+    "masking_mask",
     "nnx",
     "regularizers",
     "run",

@@ -34,3 +34,19 @@ def mask_from_lengths(lengths: jax.Array, maxlen: int) -> jax.Array:
 def expand_to(m: jax.Array, leaf: jax.Array) -> jax.Array:
     """Appends unit axes to a per-example mask so that it broadcasts against ``leaf``."""
     return m.reshape(m.shape + (1,) * (leaf.ndim - m.ndim))
+
+
+def compute_mask(tokens: jax.Array, mask_value=0) -> jax.Array:
+    """Keras' ``Embedding(mask_zero=True)`` mask: True where ``tokens != mask_value``.
+
+    Example:
+      >>> import jax.numpy as jnp, jrnn
+      >>> jrnn.compute_mask(jnp.array([[3, 1, 0, 0]])).tolist()
+      [[True, True, False, False]]
+    """
+    return jnp.asarray(tokens) != mask_value
+
+
+def masking_mask(x: jax.Array, mask_value=0.0) -> jax.Array:
+    """Keras' ``Masking`` rule: a step is real unless every feature equals ``mask_value``."""
+    return jnp.any(jnp.asarray(x) != mask_value, axis=-1)

@@ -276,3 +276,35 @@ def test_bad_input_messages():
         )
     with pytest.raises(TypeError, match=r"`cell` must be a jrnn.nnx cell"):
         jrnn.nnx.RNN(object())
+
+
+def test_constraint_transform_keeps_constraints_after_each_step():
+    x = jax.random.normal(jax.random.key(0), (8, T, N_IN))
+    layer = jrnn.nnx.LSTM(
+        UNITS,
+        input_dim=N_IN,
+        kernel_constraint=jrnn.constraints.MaxNorm(0.5),
+        recurrent_constraint="non_neg",
+        rngs=nnx.Rngs(0),
+    )
+    tx = optax.chain(optax.sgd(0.5), jrnn.nnx.constraints(layer))
+    optimizer = nnx.Optimizer(layer, tx, wrt=nnx.Param)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
+        for _ in range(3):
+            grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2) - jnp.sum(m.cell.kernel[...]) * 10)(layer)
+            optimizer.update(layer, grads)
+            kernel, recurrent = layer.cell.kernel[...], layer.cell.recurrent_kernel[...]
+            assert float(jnp.max(jnp.linalg.norm(kernel, axis=0))) <= 0.5 + 1e-5
+            assert float(jnp.min(recurrent)) >= 0.0
+    # The projection is Keras' own function of the unconstrained update (checked in test_keras_functions).
+    np.testing.assert_allclose(jrnn.constraints.MaxNorm(0.5)(kernel), kernel, atol=1e-6)
+
+
+def test_masking_helpers():
+    tokens = jnp.array([[4, 2, 0, 0], [0, 0, 5, 1]])
+    np.testing.assert_array_equal(jrnn.compute_mask(tokens), tokens != 0)
+    x = jnp.where(jrnn.compute_mask(tokens)[..., None], jax.random.normal(jax.random.key(0), (2, 4, 3)), 0.0)
+    masked, mask = jrnn.nnx.Masking(0.0)(x)
+    np.testing.assert_array_equal(mask, tokens != 0)
+    layer = jrnn.nnx.GRU(UNITS, input_dim=3, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(layer(masked, mask=mask)[0], layer(x[:1, :2])[0], rtol=1e-6)

@@ -1,7 +1,9 @@
 """Flax NNX modules with the Keras argument surface. Thin: variables around ``jrnn.layers``."""
 
 from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell
+from jrnn.nnx._masking import Masking
 from jrnn.nnx._rnn import GRU, LSTM, RNN, ActivityLoss, Carry, SimpleRNN, StackedRNNCells
+from jrnn.nnx._training import constraints, regularization_loss
 
 __all__ = [
     "GRU",
@@ -11,7 +13,10 @@ __all__ = [
     "Carry",
     "GRUCell",
     "LSTMCell",
+    "Masking",
     "SimpleRNN",
     "SimpleRNNCell",
     "StackedRNNCells",
+    "constraints",
+    "regularization_loss",
 ]

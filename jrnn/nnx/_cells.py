@@ -106,6 +106,13 @@ class _KerasCell(nnx.Module):
     def dropout_rates(self) -> tuple[float, float]:
         return self.math.get("dropout", 0.0), self.math.get("recurrent_dropout", 0.0)
 
+    def apply_constraints(self) -> None:
+        """Projects each weight by its constraint, as Keras does after an optimizer update."""
+        for name, constraint in self.constraints.items():
+            var = getattr(self, name)
+            if constraint is not None and var is not None:
+                var[...] = constraint(var[...])
+
     def __call__(self, x, states, training=None):
         """Keras cell call: ``(x, [h, ...]) -> (y, [h, ...])`` (no dropout at the single-step level)."""
         state = state_from_list(self.cell.init_state(x.shape[:-1], x.dtype), states, "states")
