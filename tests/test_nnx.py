@@ -308,3 +308,52 @@ def test_masking_helpers():
     np.testing.assert_array_equal(mask, tokens != 0)
     layer = jrnn.nnx.GRU(UNITS, input_dim=3, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(layer(masked, mask=mask)[0], layer(x[:1, :2])[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
+def test_bidirectional_matches_keras(merge_mode):
+    w_f, w_b = random_weights("lstm", N_IN, UNITS, seed=1), random_weights("lstm", N_IN, UNITS, seed=2)
+    x = np.random.default_rng(0).normal(size=(B, T, N_IN)).astype(np.float32)
+    mask = make_mask("right", B, T)
+    init = random_state("lstm", B, UNITS, seed=3) + random_state("lstm", B, UNITS, seed=4)
+    options = dict(return_sequences=True, return_state=True)
+    with relaxed_numerics():
+        # The scan path: Keras' unrolled path ignores zero_output_for_mask, which Bidirectional sets.
+        k_layer = keras.layers.Bidirectional(keras.layers.LSTM(UNITS, **options), merge_mode=merge_mode)
+        k_layer.build((B, T, N_IN))
+        k_layer.set_weights(w_f + w_b)
+        expected = k_layer(x, mask=mask, initial_state=init)
+    layer = jrnn.nnx.Bidirectional(
+        jrnn.nnx.LSTM(UNITS, input_dim=N_IN, recurrent_activation="sigmoid", **options, rngs=nnx.Rngs(0)),
+        merge_mode=merge_mode,
+        rngs=nnx.Rngs(1),
+    )
+    layer.set_weights(w_f + w_b)
+    got = layer(jnp.asarray(x), mask=jnp.asarray(mask), initial_state=[jnp.asarray(s) for s in init])
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+    def loss(layer):
+        outs = layer(jnp.asarray(x), mask=jnp.asarray(mask), initial_state=[jnp.asarray(s) for s in init])
+        return sum(jnp.sum(jnp.sin(o)) for o in outs)
+
+    grads = nnx.grad(loss)(layer)
+    with relaxed_numerics():
+        frozen = [v.value for v in k_layer.non_trainable_variables]
+        k_loss = lambda w: sum(  # noqa: E731
+            jnp.sum(jnp.sin(o)) for o in k_layer.stateless_call(w, frozen, x, mask=mask, initial_state=init)[0]
+        )
+        k_grads = jax.grad(k_loss)([v.value for v in k_layer.trainable_variables])
+    ours = [
+        grads[side]["cell"][n][...]
+        for side in ("forward_layer", "backward_layer")
+        for n in ("kernel", "recurrent_kernel", "bias")
+    ]
+    for g, e in zip(ours, k_grads, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_bidirectional_bad_merge_mode():
+    with pytest.raises(ValueError, match=r"`merge_mode` must be one of \('concat', 'sum', 'mul', 'ave', None\)"):
+        jrnn.nnx.Bidirectional(jrnn.nnx.GRU(UNITS, input_dim=N_IN, rngs=nnx.Rngs(0)), merge_mode="max")

@@ -1,5 +1,6 @@
 """Flax NNX modules with the Keras argument surface. Thin: variables around ``jrnn.layers``."""
 
+from jrnn.nnx._bidirectional import Bidirectional
 from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell
 from jrnn.nnx._masking import Masking
 from jrnn.nnx._rnn import GRU, LSTM, RNN, ActivityLoss, Carry, SimpleRNN, StackedRNNCells
@@ -10,6 +11,7 @@ __all__ = [
     "LSTM",
     "RNN",
     "ActivityLoss",
+    "Bidirectional",
     "Carry",
     "GRUCell",
     "LSTMCell",

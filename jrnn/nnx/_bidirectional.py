@@ -1,0 +1,97 @@
+"""Keras ``Bidirectional`` for NNX: a forward and a backward layer, outputs merged."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jrnn._errors import message
+from jrnn.nnx._rnn import RNN
+
+_MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def _merge(mode, y_f, y_b):
+    if mode == "concat":
+        return jnp.concatenate([y_f, y_b], axis=-1)
+    if mode == "sum":
+        return y_f + y_b
+    if mode == "mul":
+        return y_f * y_b
+    if mode == "ave":
+        return (y_f + y_b) / 2
+    return [y_f, y_b]
+
+
+class Bidirectional(nnx.Module):
+    """Keras ``Bidirectional(layer, merge_mode='concat', backward_layer=None)``.
+
+    The backward layer defaults to ``layer``'s config with ``go_backwards`` flipped and fresh
+    weights (so ``rngs`` is needed). As in Keras, both layers output zeros at masked steps when
+    they return sequences, the backward sequence is re-reversed to input order before merging,
+    ``initial_state`` is split in half (forward states first), and ``return_state`` returns the
+    forward states, then the backward ones.
+    """
+
+    def __init__(self, layer: RNN, merge_mode="concat", backward_layer: RNN | None = None, *, rngs=None):
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(message("merge_mode", f"one of {_MERGE_MODES}", repr(merge_mode)))
+        if not isinstance(layer, RNN):
+            raise TypeError(message("layer", "a jrnn.nnx recurrent layer", type(layer).__name__))
+        if backward_layer is None:
+            if not hasattr(layer, "from_config") or rngs is None:
+                raise ValueError(
+                    message("backward_layer", "given, or `rngs` to build one from the layer's config", "None")
+                )
+            config = {**layer.get_config(), "go_backwards": not layer.go_backwards}
+            backward_layer = type(layer).from_config(config, rngs=rngs)
+        for name, sub in (("layer", layer), ("backward_layer", backward_layer)):
+            if sub.return_sequences != layer.return_sequences or sub.return_state != layer.return_state:
+                raise ValueError(
+                    message(name, "of the same return_sequences and return_state as `layer`", type(sub).__name__)
+                )
+            sub.zero_output_for_mask = layer.return_sequences
+        self.forward_layer, self.backward_layer, self.merge_mode = layer, backward_layer, merge_mode
+
+    def __call__(self, inputs, mask=None, initial_state=None, constants=None, training=None):
+        fwd, bwd = self.forward_layer, self.backward_layer
+        init_f = init_b = None
+        if initial_state is not None:
+            states = list(initial_state)
+            if len(states) % 2:
+                raise ValueError(
+                    message("initial_state", "a list of forward then backward states (even length)", f"{len(states)}")
+                )
+            init_f, init_b = states[: len(states) // 2], states[len(states) // 2 :]
+        out_f = fwd(inputs, mask=mask, initial_state=init_f, constants=constants, training=training)
+        out_b = bwd(inputs, mask=mask, initial_state=init_b, constants=constants, training=training)
+        if fwd.return_state:
+            (y_f, *states_f), (y_b, *states_b) = out_f, out_b
+        else:
+            y_f, y_b, states_f, states_b = out_f, out_b, [], []
+        if fwd.return_sequences:
+            y_b = jnp.flip(y_b, axis=0 if fwd.time_major else 1)
+        merged = _merge(self.merge_mode, y_f, y_b)
+        if not fwd.return_state:
+            return merged
+        return [*(merged if self.merge_mode is None else [merged]), *states_f, *states_b]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.forward_layer.get_weights() + self.backward_layer.get_weights()
+
+    def set_weights(self, weights) -> None:
+        n = len(self.forward_layer.get_weights())
+        if len(weights) != n + len(self.backward_layer.get_weights()):
+            raise ValueError(message("weights", "forward then backward weights", f"{len(weights)} arrays"))
+        self.forward_layer.set_weights(list(weights[:n]))
+        self.backward_layer.set_weights(list(weights[n:]))
+
+    def reset_states(self, states=None) -> None:
+        if states is None:
+            self.forward_layer.reset_states()
+            self.backward_layer.reset_states()
+            return
+        half = len(states) // 2
+        self.forward_layer.reset_states(list(states[:half]))
+        self.backward_layer.reset_states(list(states[half:]))
