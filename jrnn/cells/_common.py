@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import activations, initializers
-from jrnn._dropout import check_rate
+from jrnn._dropout import check_rate, make_masks
 from jrnn._errors import message
 
 
@@ -56,8 +56,23 @@ def resolve(activation, recurrent_activation, kernel_init, recurrent_init, bias_
     )
 
 
-def rates(dropout, recurrent_dropout) -> tuple[float, float]:
-    return check_rate("dropout", dropout), check_rate("recurrent_dropout", recurrent_dropout)
+def dropout_masks_fn(dropout, recurrent_dropout, *, count: int, units: int):
+    """The ``Cell.dropout_masks`` of a Keras cell: ``count`` masks per sequence (one per gate)."""
+    rate, rec_rate = check_rate("dropout", dropout), check_rate("recurrent_dropout", recurrent_dropout)
+
+    def dropout_masks(key, params, batch_shape=(), dtype=jnp.float32):
+        return make_masks(
+            key,
+            rate=rate,
+            recurrent_rate=rec_rate,
+            count=count,
+            batch_shape=batch_shape_tuple(batch_shape),
+            input_dim=params.kernel.shape[0],
+            units=units,
+            dtype=dtype,
+        )
+
+    return dropout_masks
 
 
 def check_step_args(cell: str, params, params_type, state, state_type, x, units: int) -> jax.Array:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jrnn._dropout import DropoutMasks, make_masks, matmul_gates, per_gate
+from jrnn._dropout import DropoutMasks, matmul_gates, per_gate
 from jrnn._types import Cell
 from jrnn.cells import _common
 
@@ -103,7 +103,9 @@ def gru(
     act, rec_act, k_init, r_init, b_init = _common.resolve(
         activation, recurrent_activation, kernel_initializer, recurrent_initializer, bias_initializer
     )
-    rate, rec_rate = _common.rates(dropout, recurrent_dropout)
+    dropout_masks = _common.dropout_masks_fn(
+        dropout, recurrent_dropout, count=3 if implementation == 1 else 1, units=units
+    )
     reset_after = bool(reset_after)
 
     def init_params(key, input_dim, dtype=jnp.float32):
@@ -118,18 +120,6 @@ def gru(
 
     def init_state(batch_shape=(), dtype=jnp.float32):
         return GRUState(jnp.zeros((*_common.batch_shape_tuple(batch_shape), units), dtype))
-
-    def dropout_masks(key, params, batch_shape=(), dtype=jnp.float32):
-        return make_masks(
-            key,
-            rate=rate,
-            recurrent_rate=rec_rate,
-            count=3 if implementation == 1 else 1,
-            batch_shape=_common.batch_shape_tuple(batch_shape),
-            input_dim=params.kernel.shape[0],
-            units=units,
-            dtype=dtype,
-        )
 
     step = partial(gru_step, activation=act, recurrent_activation=rec_act, reset_after=reset_after)
     return Cell(init_params, init_state, step, dropout_masks)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jrnn._dropout import DropoutMasks, make_masks
+from jrnn._dropout import DropoutMasks
 from jrnn._types import Cell
 from jrnn.cells import _common
 
@@ -67,7 +67,7 @@ def simple_rnn(
     act, _, k_init, r_init, b_init = _common.resolve(
         activation, None, kernel_initializer, recurrent_initializer, bias_initializer
     )
-    rate, rec_rate = _common.rates(dropout, recurrent_dropout)
+    dropout_masks = _common.dropout_masks_fn(dropout, recurrent_dropout, count=1, units=units)
 
     def init_params(key, input_dim, dtype=jnp.float32):
         input_dim = _common.check_input_dim(input_dim)
@@ -80,17 +80,5 @@ def simple_rnn(
 
     def init_state(batch_shape=(), dtype=jnp.float32):
         return SimpleRNNState(jnp.zeros((*_common.batch_shape_tuple(batch_shape), units), dtype))
-
-    def dropout_masks(key, params, batch_shape=(), dtype=jnp.float32):
-        return make_masks(
-            key,
-            rate=rate,
-            recurrent_rate=rec_rate,
-            count=1,
-            batch_shape=_common.batch_shape_tuple(batch_shape),
-            input_dim=params.kernel.shape[0],
-            units=units,
-            dtype=dtype,
-        )
 
     return Cell(init_params, init_state, partial(simple_rnn_step, activation=act), dropout_masks)
