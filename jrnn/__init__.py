@@ -4,7 +4,7 @@ Pure cells (``jrnn.cells``), one ``lax.scan`` runner (``jrnn.run``), and Keras a
 initializers, regularizers and constraints.
 """
 
-from jrnn import activations, cells, constraints, initializers, layers, nnx, regularizers
+from jrnn import activations, cells, constraints, initializers, layers, linen, nnx, regularizers
 from jrnn._dropout import DropoutMasks
 from jrnn._masking import compute_mask, mask_from_lengths, masking_mask
 from jrnn._runner import run
@@ -22,6 +22,7 @@ __all__ = [
     "constraints",
     "initializers",
     "layers",
+    "linen",
     "mask_from_lengths",
     "masking_mask",
     "nnx",

@@ -88,3 +88,27 @@ def relaxed_numerics():
     """Keras relies on implicit rank promotion; jrnn's own tests run strict."""
     with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
         yield
+
+
+def keras_reference(layer, x, *, mask=None, initial_state=None, seed=0):
+    """A built Keras layer's outputs, random cotangents, and the gradients of
+    ``sum(outputs * cotangents)`` with respect to its trainable weights and the input."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    with relaxed_numerics():
+        frozen = [v.value for v in layer.non_trainable_variables]
+        weights = [v.value for v in layer.trainable_variables]
+
+        def outputs(w, x):
+            out, _ = layer.stateless_call(w, frozen, x, mask=mask, initial_state=initial_state)
+            return jax.tree.leaves(out)
+
+        expected = outputs(weights, x)
+        cotangents = [jnp.asarray(rng.normal(size=o.shape).astype(np.float32)) for o in expected]
+
+        def loss(w, x):
+            return sum(jnp.sum(o * c) for o, c in zip(outputs(w, x), cotangents, strict=True))
+
+        grads = jax.grad(loss, argnums=(0, 1))(weights, jnp.asarray(x))
+    return expected, cotangents, grads

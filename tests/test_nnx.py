@@ -357,3 +357,30 @@ def test_bidirectional_matches_keras(merge_mode):
 def test_bidirectional_bad_merge_mode():
     with pytest.raises(ValueError, match=r"`merge_mode` must be one of \('concat', 'sum', 'mul', 'ave', None\)"):
         jrnn.nnx.Bidirectional(jrnn.nnx.GRU(UNITS, input_dim=N_IN, rngs=nnx.Rngs(0)), merge_mode="max")
+
+
+def test_rnn_over_a_pure_cell_equals_the_pure_layer_function():
+    cell = jrnn.cells.stacked([jrnn.cells.lstm(4, dropout=0.2), jrnn.cells.gru(3, reset_after=True)])
+    layer = jrnn.nnx.RNN(cell, input_dim=N_IN, return_sequences=True, return_state=True, rngs=nnx.Rngs(0, dropout=3))
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    mask = jnp.asarray(make_mask("holes", B, T))
+    _, params = layer.cell.pure()
+    expected = jrnn.layers.rnn(cell, params, x, mask=mask, return_sequences=True)
+    y, *states = layer(x, mask=mask, training=False)
+    np.testing.assert_allclose(y, expected.output, rtol=1e-6)
+    for s, e in zip(states, jrnn.layers.states_to_list(expected.state), strict=True):
+        np.testing.assert_allclose(s, e, rtol=1e-6)
+    assert not np.allclose(layer(x, mask=mask, training=True)[0], y)  # dropout keyed from rngs
+    grads = nnx.grad(lambda m: jnp.sum(m(x, training=False)[0]))(layer)
+    assert jax.tree.leaves(grads)  # the pure cell's params are nnx.Params
+
+
+def test_return_state_on_a_cell_without_states():
+    class Stateless(nnx.Module):
+        state_size = ()
+
+        def __call__(self, x, states):
+            return jnp.tanh(x), []
+
+    with pytest.raises(ValueError, match=r"`return_state` must be False for a cell without states"):
+        jrnn.nnx.RNN(Stateless(), return_state=True)

@@ -1,14 +1,20 @@
 """The Keras sequence surface as framework-neutral pure functions (DESIGN.md, floor 3)."""
 
-from jrnn.layers._regularization import WEIGHT_NAMES, activity_penalty, constrain, weight_penalty
+from jrnn.layers._bidirectional import MERGE_MODES, check_merge_mode, merge, split_initial_state
+from jrnn.layers._regularization import WEIGHT_NAMES, activity_penalty, constrain, projection, weight_penalty
 from jrnn.layers._rnn import RNNResult, rnn, state_from_list, states_to_list
 
 __all__ = [
+    "MERGE_MODES",
     "WEIGHT_NAMES",
     "RNNResult",
     "activity_penalty",
+    "check_merge_mode",
     "constrain",
+    "merge",
+    "projection",
     "rnn",
+    "split_initial_state",
     "state_from_list",
     "states_to_list",
     "weight_penalty",

@@ -8,6 +8,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
+
+from jrnn._errors import message
 
 PyTree = Any
 WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -42,3 +45,30 @@ def constrain(params: PyTree, constraints: dict[str, Callable | None]) -> PyTree
         if c is not None and getattr(params, name, None) is not None
     }
     return params._replace(**changes) if changes else params
+
+
+def projection(project: Callable[[PyTree], PyTree]) -> optax.GradientTransformation:
+    """An optax transformation, placed last in a chain, that moves params to ``project(params +
+    update)``: Keras applies weight constraints this way, after each optimizer step.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jrnn
+      >>> tx = optax.chain(optax.sgd(1.0), jrnn.layers.projection(lambda p: jnp.maximum(p, 0.0)))
+      >>> params = jnp.array([0.5, 0.25])
+      >>> grads = jnp.array([1.0, -0.5])  # sgd alone would give [-0.5, 0.75]
+      >>> updates, _ = tx.update(grads, tx.init(params), params)
+      >>> optax.apply_updates(params, updates).tolist()
+      [0.0, 0.75]
+    """
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(message("params", "passed to update() by the optimizer", "None"))
+        projected = project(optax.apply_updates(params, updates))
+        return jax.tree.map(lambda new, old: new - old, projected, params), state
+
+    return optax.GradientTransformation(init_fn, update_fn)

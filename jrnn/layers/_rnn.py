@@ -35,11 +35,9 @@ def states_to_list(state: PyTree) -> list[jax.Array]:
 
 
 def state_from_list(template: PyTree, states, arg: str = "initial_state") -> PyTree:
-    """Keras-style ``[h, c]`` (or one array) into the cell's state pytree, shape-checked."""
+    """Keras-style ``[h, c]`` (nested for stacked cells, or one array) into the cell's state pytree."""
     leaves, treedef = jax.tree.flatten(template)
-    if not isinstance(states, (list, tuple)) or hasattr(states, "_fields"):
-        states = jax.tree.leaves(states)
-    states = list(states)
+    states = jax.tree.leaves(states)  # a Keras list, nested lists, or the state pytree itself
     if len(states) != len(leaves):
         raise ValueError(message(arg, f"a list of {len(leaves)} state arrays for this cell", f"{len(states)} arrays"))
     arrays = []

@@ -3,7 +3,7 @@
 from jrnn.nnx._bidirectional import Bidirectional
 from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell
 from jrnn.nnx._masking import Masking
-from jrnn.nnx._rnn import GRU, LSTM, RNN, ActivityLoss, Carry, SimpleRNN, StackedRNNCells
+from jrnn.nnx._rnn import GRU, LSTM, RNN, ActivityLoss, Carry, PureCell, SimpleRNN, StackedRNNCells
 from jrnn.nnx._training import constraints, regularization_loss
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "Masking",
+    "PureCell",
     "SimpleRNN",
     "SimpleRNNCell",
     "StackedRNNCells",

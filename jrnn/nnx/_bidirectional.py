@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jrnn._errors import message
+from jrnn.layers import check_merge_mode, merge, split_initial_state
 from jrnn.nnx._rnn import RNN
-
-_MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-
-
-def _merge(mode, y_f, y_b):
-    if mode == "concat":
-        return jnp.concatenate([y_f, y_b], axis=-1)
-    if mode == "sum":
-        return y_f + y_b
-    if mode == "mul":
-        return y_f * y_b
-    if mode == "ave":
-        return (y_f + y_b) / 2
-    return [y_f, y_b]
 
 
 class Bidirectional(nnx.Module):
@@ -35,8 +21,7 @@ class Bidirectional(nnx.Module):
     """
 
     def __init__(self, layer: RNN, merge_mode="concat", backward_layer: RNN | None = None, *, rngs=None):
-        if merge_mode not in _MERGE_MODES:
-            raise ValueError(message("merge_mode", f"one of {_MERGE_MODES}", repr(merge_mode)))
+        check_merge_mode(merge_mode)
         if not isinstance(layer, RNN):
             raise TypeError(message("layer", "a jrnn.nnx recurrent layer", type(layer).__name__))
         if backward_layer is None:
@@ -56,26 +41,17 @@ class Bidirectional(nnx.Module):
 
     def __call__(self, inputs, mask=None, initial_state=None, constants=None, training=None):
         fwd, bwd = self.forward_layer, self.backward_layer
-        init_f = init_b = None
-        if initial_state is not None:
-            states = list(initial_state)
-            if len(states) % 2:
-                raise ValueError(
-                    message("initial_state", "a list of forward then backward states (even length)", f"{len(states)}")
-                )
-            init_f, init_b = states[: len(states) // 2], states[len(states) // 2 :]
+        init_f, init_b = split_initial_state(initial_state)
         out_f = fwd(inputs, mask=mask, initial_state=init_f, constants=constants, training=training)
         out_b = bwd(inputs, mask=mask, initial_state=init_b, constants=constants, training=training)
-        if fwd.return_state:
-            (y_f, *states_f), (y_b, *states_b) = out_f, out_b
-        else:
-            y_f, y_b, states_f, states_b = out_f, out_b, [], []
-        if fwd.return_sequences:
-            y_b = jnp.flip(y_b, axis=0 if fwd.time_major else 1)
-        merged = _merge(self.merge_mode, y_f, y_b)
-        if not fwd.return_state:
-            return merged
-        return [*(merged if self.merge_mode is None else [merged]), *states_f, *states_b]
+        return merge(
+            self.merge_mode,
+            out_f,
+            out_b,
+            return_sequences=fwd.return_sequences,
+            return_state=fwd.return_state,
+            time_major=fwd.time_major,
+        )
 
     def get_weights(self) -> list[np.ndarray]:
         return self.forward_layer.get_weights() + self.backward_layer.get_weights()

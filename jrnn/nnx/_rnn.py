@@ -15,7 +15,7 @@ from jrnn import cells, regularizers
 from jrnn._errors import message
 from jrnn._types import Cell
 from jrnn.layers import activity_penalty, rnn, state_from_list, states_to_list, weight_penalty
-from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell, _KerasCell
+from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell, _KerasCell, input_dim_from
 
 PyTree = Any
 
@@ -43,6 +43,25 @@ class StackedRNNCells(nnx.Module):
     @property
     def state_size(self) -> list[int]:
         return [s for c in self.cells for s in _state_sizes(c)]
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+class PureCell(nnx.Module):
+    """A pure ``jrnn.cells`` Cell with its params held as ``nnx.Param``s (same pytree layout)."""
+
+    def __init__(self, cell: Cell, *, input_dim: int, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.cell = cell
+        self.weights = nnx.data(jax.tree.map(nnx.Param, cell.init_params(rngs.params(), input_dim, param_dtype)))
+
+    def pure(self) -> tuple[Cell, PyTree]:
+        return self.cell, jax.tree.map(lambda v: v[...], self.weights, is_leaf=_is_variable)
+
+    @property
+    def state_size(self) -> list[int]:
+        return [leaf.shape[-1] for leaf in jax.tree.leaves(self.cell.init_state(()))]
 
 
 def _state_sizes(cell) -> list[int]:
@@ -76,7 +95,7 @@ def _user_cell(module: nnx.Module) -> tuple[Cell, PyTree]:
 
 
 def _pure_cell(cell) -> tuple[Cell, PyTree]:
-    if isinstance(cell, (_KerasCell, StackedRNNCells)):
+    if isinstance(cell, (_KerasCell, StackedRNNCells, PureCell)):
         return cell.pure()
     if isinstance(cell, nnx.Module) and hasattr(cell, "state_size"):
         return _user_cell(cell)
@@ -89,10 +108,16 @@ def _pure_cell(cell) -> tuple[Cell, PyTree]:
     )
 
 
-def _dropout_rates(cell) -> tuple[float, float]:
+def _has_dropout(cell) -> bool:
+    """Whether training draws dropout masks (and so needs an rng stream)."""
     if isinstance(cell, StackedRNNCells):
-        return tuple(max(r) for r in zip(*(_dropout_rates(c) for c in cell.cells), strict=True))
-    return getattr(cell, "dropout_rates", (0.0, 0.0))
+        return any(_has_dropout(c) for c in cell.cells)
+    if isinstance(cell, _KerasCell):
+        return any(rate > 0 for rate in cell.dropout_rates)
+    if isinstance(cell, PureCell) and cell.cell.dropout_masks is not None:
+        pure, params = cell.pure()
+        return jax.eval_shape(lambda k: pure.dropout_masks(k, params, (1,)), jax.random.key(0)) is not None
+    return False
 
 
 class RNN(nnx.Module):
@@ -120,11 +145,21 @@ class RNN(nnx.Module):
         batch_input_shape=None,
         input_length: int | None = None,
         dtype=None,
+        param_dtype=jnp.float32,
+        input_dim: int | None = None,
+        input_shape=None,
         deterministic: bool = False,
         rngs: nnx.Rngs | None = None,
     ):
+        if isinstance(cell, Cell):
+            if rngs is None:
+                raise ValueError(message("rngs", "given to create the weights of a pure jrnn Cell", "rngs=None"))
+            dim = input_dim_from(input_dim, input_shape, batch_input_shape)
+            cell = PureCell(cell, input_dim=dim, param_dtype=param_dtype, rngs=rngs)
         self.cell = StackedRNNCells(cell) if isinstance(cell, (list, tuple)) else cell
         _pure_cell(self.cell)  # fails early, naming `cell`, for something that is not a cell
+        if return_state and not _state_sizes(self.cell):
+            raise ValueError(message("return_state", "False for a cell without states", "return_state=True"))
         self.return_sequences, self.return_state = return_sequences, return_state
         self.go_backwards, self.unroll, self.time_major = go_backwards, unroll, time_major
         self.zero_output_for_mask, self.stateful, self.dtype = zero_output_for_mask, stateful, dtype
@@ -132,7 +167,7 @@ class RNN(nnx.Module):
         self.activity_regularizer = regularizers.get(activity_regularizer, "activity_regularizer")
         self.activity_loss = ActivityLoss(jnp.zeros((), jnp.float32))
         self.deterministic = deterministic
-        has_dropout = any(r > 0 for r in _dropout_rates(self.cell))
+        has_dropout = _has_dropout(self.cell)
         self.rngs = rngs["dropout"].fork() if (rngs is not None and has_dropout) else nnx.data(None)
         if batch_size is None and batch_input_shape is not None:
             batch_size = batch_input_shape[0]
@@ -173,7 +208,7 @@ class RNN(nnx.Module):
         training = (not self.deterministic) if training is None else bool(training)
         cell, params = _pure_cell(self.cell)
         key = None
-        if training and any(r > 0 for r in _dropout_rates(self.cell)):
+        if training and _has_dropout(self.cell):
             if self.rngs is None:
                 raise ValueError(
                     message("rngs", "given at construction (nnx.Rngs(...)) to train with dropout", "rngs=None")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jrnn._errors import message
+from jrnn.layers import projection
 from jrnn.nnx._cells import _KerasCell
 from jrnn.nnx._rnn import RNN
 
@@ -21,25 +21,18 @@ def constraints(model: nnx.Module, wrt=nnx.Param) -> optax.GradientTransformatio
     """
     graphdef, _, rest = nnx.split(model, wrt, ...)
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(message("params", "passed to update() by the optimizer", "None"))
-        updated = nnx.merge(graphdef, optax.apply_updates(params, updates), rest)
+    def project(params):
+        updated = nnx.merge(graphdef, params, rest)
         for _, node in nnx.iter_graph(updated):
             if isinstance(node, _KerasCell):
                 node.apply_constraints()
-        constrained = jax.tree.map(
+        return jax.tree.map(
             lambda v: v.get_value() if isinstance(v, nnx.Variable) else v,
             nnx.state(updated, wrt),
             is_leaf=lambda v: isinstance(v, nnx.Variable),
         )
-        return jax.tree.map(lambda c, p: c - p, constrained, params), state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return projection(project)
 
 
 def regularization_loss(model: nnx.Module) -> jax.Array:

@@ -1,0 +1,317 @@
+"""Linen ``RNN`` and the Keras layers. Lazy shapes; dropout from the ``dropout`` rng stream; the
+stateful carry in the ``carry`` collection; weight and activity penalties sown into ``losses``.
+The sequence logic is ``jrnn.layers.rnn``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jrnn import cells, regularizers
+from jrnn._errors import message
+from jrnn._types import Cell
+from jrnn.layers import (
+    activity_penalty,
+    check_merge_mode,
+    constrain,
+    merge,
+    rnn,
+    split_initial_state,
+    state_from_list,
+    states_to_list,
+    weight_penalty,
+)
+from jrnn.linen._cells import CellConfig, GRUCell, GRUConfig, LSTMCell, LSTMConfig, SimpleRNNCell, _KerasCell, config_of
+
+PyTree = Any
+
+
+def _user_cell(module: nn.Module, x0: jax.Array) -> tuple[Cell, PyTree]:
+    """A Keras-style Linen cell (``state_size``; ``__call__(x, states) -> (y, new_states)``) as a
+    pure Cell. Bound modules cannot run inside ``lax.scan``, so each step applies an unbound clone
+    to the cell's params (created here, on first use, from the first step's input)."""
+    size = module.state_size
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    module(x0, [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in sizes])  # creates params lazily
+    params = module.variables.get("params", {})
+    unbound = module.clone(parent=None)
+    takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
+
+    def init_state(batch_shape=(), dtype=jnp.float32):
+        batch_shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
+        return tuple(jnp.zeros((*batch_shape, s), dtype) for s in sizes)
+
+    def step(params, state, x, **kwargs):
+        extra = {"constants": kwargs["constants"]} if kwargs.get("constants") is not None else {}
+        y, new = unbound.apply({"params": params}, x, list(state), **extra)
+        new = tuple(new) if isinstance(new, (list, tuple)) else (new,)
+        return y, tuple(n.astype(s.dtype) for n, s in zip(new, state, strict=True))
+
+    if not takes_constants:
+
+        def step(params, state, x, _step=step):
+            return _step(params, state, x)
+
+    return Cell(None, init_state, step), params
+
+
+def _resolve(module: nn.Module, cell, x0: jax.Array) -> tuple[Cell, PyTree, list[tuple[PyTree, _KerasCell]]]:
+    """The pure cell, its params, and the (params, Keras cell) pairs that carry regularizers."""
+    if isinstance(cell, (list, tuple)):
+        pures, params, keras_cells, dim = [], [], [], x0.shape[-1]
+        for c in cell:
+            pure, p, kc = _resolve(module, c, jnp.zeros((*x0.shape[:-1], dim), x0.dtype))
+            pures.append(pure)
+            params.append(p)
+            keras_cells += kc
+            dim = cells.output_dim(pure, p, dim, x0.dtype)
+        return cells.stacked(pures), tuple(params), keras_cells
+    if isinstance(cell, _KerasCell):
+        pure, params = cell.pure(x0.shape[-1])
+        return pure, params, [(params, cell)]
+    if isinstance(cell, Cell):
+        params = module.param("cell", lambda key: cell.init_params(key, x0.shape[-1], jnp.float32))
+        return cell, params, []
+    if isinstance(cell, nn.Module) and hasattr(cell, "state_size"):
+        pure, params = _user_cell(cell, x0)
+        return pure, params, []
+    raise TypeError(
+        message(
+            "cell",
+            "a jrnn.linen cell, a list of cells, a jrnn Cell, or a Linen module with `state_size`",
+            type(cell).__name__,
+        )
+    )
+
+
+class SequenceConfig(nn.Module, kw_only=True):
+    """Keras' sequence arguments (keyword-only, so layers can follow the cell's ``units``)."""
+
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    stateful: bool = False
+    unroll: bool | int = False
+    time_major: bool = False
+    zero_output_for_mask: bool = False
+    activity_regularizer: Any = None
+    batch_size: int | None = None
+    input_length: int | None = None
+    dtype: Any = None
+
+    def _sequence(self, cell, inputs, mask, initial_state, constants, training):
+        x = jnp.asarray(inputs)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        batch = x.shape[1 if self.time_major else 0]
+        x0 = jnp.zeros((batch, *x.shape[2:]), x.dtype)  # one step's input, for lazy shapes
+        pure, params, keras_cells = _resolve(self, cell, x0)
+        if not jax.tree.leaves(pure.init_state(())) and self.return_state:
+            raise ValueError(message("return_state", "False for a cell without states", "return_state=True"))
+        penalties = [weight_penalty(p, c.regularizers()) for p, c in keras_cells if any(c.regularizers().values())]
+        if penalties:
+            self.sow("losses", "weights", sum(penalties))
+
+        if self.stateful:
+            if self.batch_size is None:
+                raise ValueError(message("batch_size", "given for a stateful layer", "batch_size=None"))
+            carry = self.variable("carry", "states", lambda: pure.init_state((self.batch_size,), x.dtype))
+            if batch != self.batch_size:
+                raise ValueError(
+                    message("inputs", f"a batch of {self.batch_size} for this stateful layer", f"batch {batch}")
+                )
+            if initial_state is None:
+                initial_state = carry.value
+        key = None
+        if training and pure.dropout_masks is not None:
+            needs = jax.eval_shape(lambda k: pure.dropout_masks(k, params, (batch,)), jax.random.key(0)) is not None
+            key = self.make_rng("dropout") if needs else None
+        result = rnn(
+            pure,
+            params,
+            x,
+            initial_state=initial_state,
+            mask=mask,
+            constants=constants,
+            return_sequences=self.return_sequences,
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+            time_major=self.time_major,
+            zero_output_for_mask=self.zero_output_for_mask,
+            training=training,
+            dropout_key=key,
+        )
+        if self.stateful and not self.is_initializing():
+            if not self.is_mutable_collection("carry"):
+                raise ValueError(
+                    message("mutable", "to include 'carry' for a stateful layer: apply(..., mutable=['carry'])", "no")
+                )
+            carry.value = result.state
+        outputs = [result.output, *states_to_list(result.state)] if self.return_state else result.output
+        reg = regularizers.get(self.activity_regularizer, "activity_regularizer")
+        if reg is not None:
+            self.sow("losses", "activity", activity_penalty(reg, outputs))
+        return outputs
+
+
+class RNN(SequenceConfig):
+    """Keras ``RNN(cell)`` for Linen: a jrnn.linen cell, a list of cells (stacked), a pure jrnn
+    Cell, or a user Linen cell with ``state_size`` and ``__call__(x, states)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> module = jrnn.linen.RNN(jrnn.linen.GRUCell(4), return_sequences=True)
+      >>> variables = module.init(jax.random.key(0), jnp.ones((2, 5, 3)))
+      >>> module.apply(variables, jnp.ones((2, 5, 3))).shape
+      (2, 5, 4)
+    """
+
+    cell: Any = None
+
+    @nn.compact
+    def __call__(self, inputs, mask=None, initial_state=None, constants=None, training: bool = False):
+        return self._sequence(self.cell, inputs, mask, initial_state, constants, training)
+
+
+class _KerasLayer(SequenceConfig):
+    """SimpleRNN / GRU / LSTM: the cell's fields (Keras' math arguments) plus the sequence fields."""
+
+    _cell_type: ClassVar[type]
+    _config_type: ClassVar[type]
+
+    def cell_module(self, **kwargs) -> _KerasCell:
+        return self._cell_type(**config_of(self, self._config_type), **kwargs)
+
+    @nn.compact
+    def __call__(self, inputs, mask=None, initial_state=None, constants=None, training: bool = False):
+        return self._sequence(self.cell_module(name="cell"), inputs, mask, initial_state, constants, training)
+
+
+class SimpleRNN(CellConfig, _KerasLayer):
+    """Keras ``SimpleRNN`` for Linen."""
+
+    _cell_type, _config_type = SimpleRNNCell, CellConfig
+
+
+class GRU(GRUConfig, _KerasLayer):
+    """Keras ``GRU`` for Linen (Keras-2 defaults: hard_sigmoid, reset_after=False)."""
+
+    _cell_type, _config_type = GRUCell, GRUConfig
+
+
+class LSTM(LSTMConfig, _KerasLayer):
+    """Keras ``LSTM`` for Linen (Keras-2 defaults: hard_sigmoid, unit_forget_bias=True).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> module = jrnn.linen.LSTM(4, return_state=True)
+      >>> variables = module.init(jax.random.key(0), jnp.ones((2, 5, 3)))
+      >>> [a.shape for a in module.apply(variables, jnp.ones((2, 5, 3)))]
+      [(2, 4), (2, 4), (2, 4)]
+    """
+
+    _cell_type, _config_type = LSTMCell, LSTMConfig
+
+
+def _keras_cells(module) -> list[tuple[tuple[str, ...], _KerasCell]]:
+    """(param path, cell) of every Keras cell in a Linen layer, in Keras weight order."""
+    if isinstance(module, _KerasLayer):
+        return [(("cell",), module.cell_module(parent=None))]  # a detached copy, for its config
+    cell = module.cell
+    if isinstance(cell, (list, tuple)):
+        return [((f"cell_{i}",), c) for i, c in enumerate(cell) if isinstance(c, _KerasCell)]
+    return [(("cell",), cell)] if isinstance(cell, _KerasCell) else []
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def get_weights(module: nn.Module, params: PyTree) -> list[jax.Array]:
+    """A Linen layer's weights in Keras order (each cell's kernel, recurrent_kernel, bias)."""
+    weights = []
+    for path, _ in _keras_cells(module):
+        p = _at(params, path)
+        weights += [p[n] for n in ("kernel", "recurrent_kernel", "bias") if n in p]
+    return weights
+
+
+def set_weights(module: nn.Module, params: PyTree, weights) -> PyTree:
+    """``params`` with a Linen layer's weights replaced by ``weights`` (Keras order and layout)."""
+    params = jax.tree.map(lambda a: a, params)  # a copy: Linen params are immutable to the caller
+    weights = list(weights)
+    expected = len(get_weights(module, params))
+    if len(weights) != expected:
+        raise ValueError(message("weights", f"a list of {expected} arrays", f"{len(weights)} arrays"))
+    for path, _ in _keras_cells(module):
+        p = _at(params, path)
+        for n in ("kernel", "recurrent_kernel", "bias"):
+            if n in p:
+                w = jnp.asarray(weights.pop(0))
+                if w.shape != p[n].shape:
+                    raise ValueError(message(f"weights[{n}]", f"of shape {p[n].shape}", f"shape {w.shape}"))
+                p[n] = w.astype(p[n].dtype)
+    return params
+
+
+def constrain_params(module: nn.Module, params: PyTree) -> PyTree:
+    """A Linen layer's params with each weight projected by its Keras constraint."""
+    params = jax.tree.map(lambda a: a, params)
+    for path, cell in _keras_cells(module):
+        p = _at(params, path)
+        names = [n for n in ("kernel", "recurrent_kernel", "bias") if n in p]
+        fake = cell._params_type(*[p[n] for n in names], *([None] * (3 - len(names))))
+        for n, v in zip(names, constrain(fake, cell.constraints()), strict=False):
+            p[n] = v
+    return params
+
+
+def reset_states(variables: PyTree, states=None) -> PyTree:
+    """``variables`` with the ``carry`` collection zeroed, or set to ``states`` (Keras order)."""
+    carry = variables["carry"]
+    if states is None:
+        new = jax.tree.map(jnp.zeros_like, carry)
+    else:
+        leaves, treedef = jax.tree.flatten(carry)
+        new = jax.tree.unflatten(treedef, jax.tree.leaves(state_from_list(leaves, list(states), "states")))
+    return {**variables, "carry": new}
+
+
+class Bidirectional(nn.Module):
+    """Keras ``Bidirectional(layer, merge_mode='concat', backward_layer=None)`` for Linen.
+
+    Params live under ``forward_layer`` and ``backward_layer``; the backward layer defaults to
+    ``layer`` with ``go_backwards`` flipped. Both output zeros at masked steps when they return
+    sequences, as in Keras.
+    """
+
+    layer: nn.Module
+    merge_mode: str | None = "concat"
+    backward_layer: nn.Module | None = None
+
+    @nn.compact
+    def __call__(self, inputs, mask=None, initial_state=None, constants=None, training: bool = False):
+        check_merge_mode(self.merge_mode)
+        base = self.layer
+        backward = self.backward_layer or base.clone(parent=None, go_backwards=not base.go_backwards)
+        zero = base.return_sequences
+        fwd = base.clone(parent=self, name="forward_layer", zero_output_for_mask=zero)
+        bwd = backward.clone(parent=self, name="backward_layer", zero_output_for_mask=zero)
+        init_f, init_b = split_initial_state(initial_state)
+        kwargs = dict(mask=mask, constants=constants, training=training)
+        out_f = fwd(inputs, initial_state=init_f, **kwargs)
+        out_b = bwd(inputs, initial_state=init_b, **kwargs)
+        return merge(
+            self.merge_mode,
+            out_f,
+            out_b,
+            return_sequences=base.return_sequences,
+            return_state=base.return_state,
+            time_major=base.time_major,
+        )
