@@ -270,3 +270,56 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match=r"`constants` must be None for a step that takes no `constants` keyword"):
         rnn = jrnn.linen.RNN(MinimalRNNCell(4))
         rnn.apply(rnn.init(jax.random.key(0), x), x, constants=jnp.ones((B, 2)))
+
+
+def test_config_round_trip_and_masking():
+    module = jrnn.linen.Bidirectional(jrnn.linen.LSTM(UNITS, go_backwards=False, dropout=0.1), merge_mode="mul")
+    config = jrnn.linen.get_config(module)
+    assert config["layer"]["class_name"] == "LSTM" and config["layer"]["config"]["units"] == UNITS
+    again = jrnn.linen.from_config(jrnn.linen.Bidirectional, config)
+    assert again == module
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)).at[0, 2:].set(0.0)
+    masked, mask = jrnn.linen.Masking().apply({}, x)
+    np.testing.assert_array_equal(mask, [[True, True, False, False], [True] * 4])
+    np.testing.assert_array_equal(masked, x)
+
+
+def test_bf16_compute_keeps_float32_params():
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    module = jrnn.linen.GRU(UNITS, dtype=jnp.bfloat16, return_sequences=True)
+    variables = module.init(jax.random.key(0), x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    y = module.apply(variables, x)
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        y.astype(jnp.float32), jrnn.linen.GRU(UNITS, return_sequences=True).apply(variables, x), atol=0.03
+    )
+
+
+def test_constants_reach_a_user_linen_cell():
+    class ConstantsCell(nn.Module):
+        units: int
+
+        @property
+        def state_size(self):
+            return self.units
+
+        @nn.compact
+        def __call__(self, inputs, states, constants):
+            k = self.param("kernel", nn.initializers.normal(0.3), (inputs.shape[-1], self.units))
+            kc = self.param("constant_kernel", nn.initializers.normal(0.3), (constants.shape[-1], self.units))
+            output = jnp.tanh(inputs @ k + constants @ kc + states[0])
+            return output, [output]
+
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    c = jax.random.normal(jax.random.key(1), (B, 2))
+    module = jrnn.linen.RNN(ConstantsCell(4), return_sequences=True)
+    variables = module.init(jax.random.key(2), x, constants=c)
+    p = variables["params"]["cell"]
+
+    def step(p, h, x, *, constants):
+        out = jnp.tanh(x @ p["kernel"] + constants @ p["constant_kernel"] + h)
+        return out, out
+
+    expected, _ = jrnn.run(step, p, jnp.zeros((B, 4)), x, constants=c)
+    np.testing.assert_allclose(module.apply(variables, x, constants=c), expected, rtol=1e-5)

@@ -384,3 +384,66 @@ def test_return_state_on_a_cell_without_states():
 
     with pytest.raises(ValueError, match=r"`return_state` must be False for a cell without states"):
         jrnn.nnx.RNN(Stateless(), return_state=True)
+
+
+class ConstantsCell(nnx.Module):
+    """A Keras-style cell that uses `constants` (the Keras RNN docs' constants example)."""
+
+    def __init__(self, units, input_dim, constants_dim, *, rngs):
+        self.state_size = units
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (input_dim, units)) * 0.3)
+        self.constant_kernel = nnx.Param(jax.random.normal(rngs.params(), (constants_dim, units)) * 0.3)
+
+    def __call__(self, inputs, states, constants):
+        output = jnp.tanh(inputs @ self.kernel[...] + constants @ self.constant_kernel[...] + states[0])
+        return output, [output]
+
+
+def test_constants_reach_a_user_cell_alone_and_stacked():
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    c = jax.random.normal(jax.random.key(1), (B, 2))
+    cell = ConstantsCell(4, N_IN, 2, rngs=nnx.Rngs(0))
+
+    def step(p, h, x, *, constants):
+        out = jnp.tanh(x @ p[0] + constants @ p[1] + h)
+        return out, out
+
+    p = (cell.kernel[...], cell.constant_kernel[...])
+    expected, _ = jrnn.run(step, p, jnp.zeros((B, 4)), x, constants=c)
+    np.testing.assert_allclose(jrnn.nnx.RNN(cell, return_sequences=True)(x, constants=c), expected, rtol=1e-5)
+    lstm = jrnn.nnx.LSTMCell(3, input_dim=4, rngs=nnx.Rngs(1))
+    stacked = jrnn.nnx.RNN([cell, lstm])(x, constants=c)
+    ys_lstm = jrnn.layers.rnn(lstm.cell, lstm.params, expected)
+    np.testing.assert_allclose(stacked, ys_lstm.output, rtol=1e-5)
+
+
+def test_stateful_composes_with_stacked_cells_and_bidirectional():
+    x = jax.random.normal(jax.random.key(0), (B, 2 * T, N_IN))
+
+    def stack(stateful):
+        cells_ = [
+            jrnn.nnx.GRUCell(4, input_dim=N_IN, rngs=nnx.Rngs(0)),
+            jrnn.nnx.LSTMCell(3, input_dim=4, rngs=nnx.Rngs(1)),
+        ]
+        return jrnn.nnx.RNN(cells_, return_sequences=True, stateful=stateful, batch_size=B)
+
+    layer, whole = stack(True), stack(False)
+    y = jnp.concatenate([layer(x[:, :T]), layer(x[:, T:])], axis=1)
+    np.testing.assert_allclose(y, whole(x), rtol=1e-5, atol=1e-6)
+
+    bi = jrnn.nnx.Bidirectional(
+        jrnn.nnx.LSTM(UNITS, input_dim=N_IN, stateful=True, batch_size=B, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1)
+    )
+    first = bi(x[:, :T])
+    assert not np.allclose(bi(x[:, :T]), first)  # both directions carried their state
+    bi.reset_states()
+    np.testing.assert_allclose(bi(x[:, :T]), first, rtol=1e-6)
+
+
+def test_bidirectional_config_round_trip():
+    bi = jrnn.nnx.Bidirectional(
+        jrnn.nnx.GRU(UNITS, input_dim=N_IN, return_sequences=True, rngs=nnx.Rngs(0)), merge_mode="ave", rngs=nnx.Rngs(1)
+    )
+    config = bi.get_config()
+    assert config["merge_mode"] == "ave" and config["backward_layer"]["config"]["go_backwards"] is True
+    assert jrnn.nnx.Bidirectional.from_config(config, rngs=nnx.Rngs(2)).get_config() == config

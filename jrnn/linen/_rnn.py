@@ -4,6 +4,7 @@ The sequence logic is ``jrnn.layers.rnn``."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from flax import linen as nn
 
 from jrnn import cells, regularizers
 from jrnn._errors import message
+from jrnn._masking import masking_mask
 from jrnn._types import Cell
 from jrnn.layers import (
     activity_penalty,
@@ -30,16 +32,17 @@ from jrnn.linen._cells import CellConfig, GRUCell, GRUConfig, LSTMCell, LSTMConf
 PyTree = Any
 
 
-def _user_cell(module: nn.Module, x0: jax.Array) -> tuple[Cell, PyTree]:
+def _user_cell(module: nn.Module, x0: jax.Array, constants=None) -> tuple[Cell, PyTree]:
     """A Keras-style Linen cell (``state_size``; ``__call__(x, states) -> (y, new_states)``) as a
     pure Cell. Bound modules cannot run inside ``lax.scan``, so each step applies an unbound clone
     to the cell's params (created here, on first use, from the first step's input)."""
     size = module.state_size
     sizes = list(size) if isinstance(size, (list, tuple)) else [size]
-    module(x0, [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in sizes])  # creates params lazily
+    takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
+    first = {"constants": constants} if takes_constants and constants is not None else {}
+    module(x0, [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in sizes], **first)  # creates params lazily
     params = module.variables.get("params", {})
     unbound = module.clone(parent=None)
-    takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
 
     def init_state(batch_shape=(), dtype=jnp.float32):
         batch_shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
@@ -59,12 +62,14 @@ def _user_cell(module: nn.Module, x0: jax.Array) -> tuple[Cell, PyTree]:
     return Cell(None, init_state, step), params
 
 
-def _resolve(module: nn.Module, cell, x0: jax.Array) -> tuple[Cell, PyTree, list[tuple[PyTree, _KerasCell]]]:
+def _resolve(
+    module: nn.Module, cell, x0: jax.Array, constants=None
+) -> tuple[Cell, PyTree, list[tuple[PyTree, _KerasCell]]]:
     """The pure cell, its params, and the (params, Keras cell) pairs that carry regularizers."""
     if isinstance(cell, (list, tuple)):
         pures, params, keras_cells, dim = [], [], [], x0.shape[-1]
         for c in cell:
-            pure, p, kc = _resolve(module, c, jnp.zeros((*x0.shape[:-1], dim), x0.dtype))
+            pure, p, kc = _resolve(module, c, jnp.zeros((*x0.shape[:-1], dim), x0.dtype), constants)
             pures.append(pure)
             params.append(p)
             keras_cells += kc
@@ -77,7 +82,7 @@ def _resolve(module: nn.Module, cell, x0: jax.Array) -> tuple[Cell, PyTree, list
         params = module.param("cell", lambda key: cell.init_params(key, x0.shape[-1], jnp.float32))
         return cell, params, []
     if isinstance(cell, nn.Module) and hasattr(cell, "state_size"):
-        pure, params = _user_cell(cell, x0)
+        pure, params = _user_cell(cell, x0, constants)
         return pure, params, []
     raise TypeError(
         message(
@@ -109,7 +114,7 @@ class SequenceConfig(nn.Module, kw_only=True):
             x = x.astype(self.dtype)
         batch = x.shape[1 if self.time_major else 0]
         x0 = jnp.zeros((batch, *x.shape[2:]), x.dtype)  # one step's input, for lazy shapes
-        pure, params, keras_cells = _resolve(self, cell, x0)
+        pure, params, keras_cells = _resolve(self, cell, x0, constants)
         if not jax.tree.leaves(pure.init_state(())) and self.return_state:
             raise ValueError(message("return_state", "False for a cell without states", "return_state=True"))
         penalties = [weight_penalty(p, c.regularizers()) for p, c in keras_cells if any(c.regularizers().values())]
@@ -315,3 +320,44 @@ class Bidirectional(nn.Module):
             return_state=base.return_state,
             time_major=base.time_major,
         )
+
+
+class Masking(nn.Module):
+    """Keras ``Masking(mask_value)``: zeros masked steps and returns ``(x, mask)`` for the next
+    layer's ``mask=`` (JAX arrays carry no mask)."""
+
+    mask_value: float = 0.0
+
+    def __call__(self, x):
+        mask = masking_mask(x, self.mask_value)
+        return jnp.where(mask[..., None], x, jnp.zeros((), x.dtype)), mask
+
+
+def get_config(module: nn.Module) -> dict:
+    """A Linen layer's Keras-named fields (nested for a Bidirectional's layers)."""
+    config = {}
+    for field in dataclasses.fields(module):
+        if field.name in ("parent", "name"):
+            continue
+        value = getattr(module, field.name)
+        config[field.name] = get_config(value) if isinstance(value, nn.Module) else value
+    if isinstance(module, Bidirectional):
+        config["layer"] = {"class_name": type(module.layer).__name__, "config": config["layer"]}
+        if module.backward_layer is not None:
+            config["backward_layer"] = {
+                "class_name": type(module.backward_layer).__name__,
+                "config": config["backward_layer"],
+            }
+    return config
+
+
+def from_config(cls: type, config: dict) -> nn.Module:
+    """The inverse of ``get_config``."""
+    config = dict(config)
+    for key in ("layer", "backward_layer"):
+        if isinstance(config.get(key), dict) and "class_name" in config[key]:
+            config[key] = from_config(_LAYERS[config[key]["class_name"]], config[key]["config"])
+    return cls(**config)
+
+
+_LAYERS = {"SimpleRNN": SimpleRNN, "GRU": GRU, "LSTM": LSTM, "Bidirectional": Bidirectional}

@@ -7,7 +7,9 @@ from flax import nnx
 
 from jrnn._errors import message
 from jrnn.layers import check_merge_mode, merge, split_initial_state
-from jrnn.nnx._rnn import RNN
+from jrnn.nnx._rnn import GRU, LSTM, RNN, SimpleRNN
+
+_LAYERS = {"SimpleRNN": SimpleRNN, "GRU": GRU, "LSTM": LSTM}
 
 
 class Bidirectional(nnx.Module):
@@ -62,6 +64,24 @@ class Bidirectional(nnx.Module):
             raise ValueError(message("weights", "forward then backward weights", f"{len(weights)} arrays"))
         self.forward_layer.set_weights(list(weights[:n]))
         self.backward_layer.set_weights(list(weights[n:]))
+
+    def get_config(self) -> dict:
+        """Keras' Bidirectional config: the two layers' configs and the merge mode."""
+        return {
+            "layer": {"class_name": type(self.forward_layer).__name__, "config": self.forward_layer.get_config()},
+            "backward_layer": {
+                "class_name": type(self.backward_layer).__name__,
+                "config": self.backward_layer.get_config(),
+            },
+            "merge_mode": self.merge_mode,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, *, rngs: nnx.Rngs):
+        def build(entry):
+            return _LAYERS[entry["class_name"]].from_config(entry["config"], rngs=rngs)
+
+        return cls(build(config["layer"]), config["merge_mode"], build(config["backward_layer"]))
 
     def reset_states(self, states=None) -> None:
         if states is None:
