@@ -257,7 +257,7 @@ def test_jit_training_step_with_constraints():
 
 def test_bad_input_messages():
     x = jnp.ones((B, T, N_IN))
-    with pytest.raises(ValueError, match=r"`batch_size` must be given for a stateful layer"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be given \(or batch_input_shape\) for a stateful layer"):
         jrnn.linen.GRU(UNITS, stateful=True).init(jax.random.key(0), x)
     module = jrnn.linen.LSTM(UNITS)
     variables = module.init(jax.random.key(0), x)
@@ -323,3 +323,37 @@ def test_constants_reach_a_user_linen_cell():
 
     expected, _ = jrnn.run(step, p, jnp.zeros((B, 4)), x, constants=c)
     np.testing.assert_allclose(module.apply(variables, x, constants=c), expected, rtol=1e-5)
+
+
+def test_stacked_rnn_cells_module_equals_a_list_and_weights_round_trip():
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    listed = jrnn.linen.RNN([jrnn.linen.LSTMCell(4), jrnn.linen.GRUCell(3)], return_state=True)
+    stacked = jrnn.linen.RNN(
+        jrnn.linen.StackedRNNCells([jrnn.linen.LSTMCell(4), jrnn.linen.GRUCell(3)]), return_state=True
+    )
+    p_list = listed.init(jax.random.key(0), x)["params"]
+    p_stacked = stacked.init(jax.random.key(1), x)["params"]
+    p_stacked = jrnn.linen.set_weights(stacked, p_stacked, jrnn.linen.get_weights(listed, p_list))
+    for a, b in zip(listed.apply({"params": p_list}, x), stacked.apply({"params": p_stacked}, x), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_bidirectional_weights_are_forward_then_backward():
+    module = jrnn.linen.Bidirectional(jrnn.linen.GRU(UNITS))
+    params = module.init(jax.random.key(0), jnp.ones((B, T, N_IN)))["params"]
+    weights = jrnn.linen.get_weights(module, params)
+    assert len(weights) == 6
+    np.testing.assert_array_equal(weights[0], params["forward_layer"]["cell"]["kernel"])
+    np.testing.assert_array_equal(weights[3], params["backward_layer"]["cell"]["kernel"])
+    swapped = jrnn.linen.set_weights(module, params, weights[3:] + weights[:3])
+    np.testing.assert_array_equal(swapped["forward_layer"]["cell"]["kernel"], weights[3])
+
+
+def test_keras_shape_arguments():
+    with pytest.raises(
+        ValueError, match=r"`inputs` must be of 3 features \(input_dim\). Received: inputs.shape=\(2, 5, 4\)"
+    ):
+        jrnn.linen.GRU(UNITS, input_dim=3).init(jax.random.key(0), jnp.ones((2, 5, 4)))
+    module = jrnn.linen.GRU(UNITS, stateful=True, batch_input_shape=(2, 5, 3))
+    variables = module.init(jax.random.key(0), jnp.ones((2, 5, 3)))
+    assert variables["carry"]["states"].h.shape == (2, UNITS)

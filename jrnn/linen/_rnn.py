@@ -36,8 +36,7 @@ def _user_cell(module: nn.Module, x0: jax.Array, constants=None) -> tuple[Cell, 
     """A Keras-style Linen cell (``state_size``; ``__call__(x, states) -> (y, new_states)``) as a
     pure Cell. Bound modules cannot run inside ``lax.scan``, so each step applies an unbound clone
     to the cell's params (created here, on first use, from the first step's input)."""
-    size = module.state_size
-    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    sizes = _sizes(module.state_size)
     takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
     first = {"constants": constants} if takes_constants and constants is not None else {}
     module(x0, [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in sizes], **first)  # creates params lazily
@@ -62,10 +61,27 @@ def _user_cell(module: nn.Module, x0: jax.Array, constants=None) -> tuple[Cell, 
     return Cell(None, init_state, step), params
 
 
+class StackedRNNCells(nn.Module):
+    """Keras ``StackedRNNCells`` for Linen: ``RNN(StackedRNNCells([...]))`` equals ``RNN([...])``;
+    params live under ``cells_0``, ``cells_1``, ..."""
+
+    cells: tuple
+
+    @property
+    def state_size(self) -> list[int]:
+        return [s for c in self.cells for s in _sizes(c.state_size)]
+
+
+def _sizes(size) -> list[int]:
+    return list(size) if isinstance(size, (list, tuple)) else [size]
+
+
 def _resolve(
     module: nn.Module, cell, x0: jax.Array, constants=None
 ) -> tuple[Cell, PyTree, list[tuple[PyTree, _KerasCell]]]:
     """The pure cell, its params, and the (params, Keras cell) pairs that carry regularizers."""
+    if isinstance(cell, StackedRNNCells):
+        cell = cell.cells
     if isinstance(cell, (list, tuple)):
         pures, params, keras_cells, dim = [], [], [], x0.shape[-1]
         for c in cell:
@@ -105,14 +121,30 @@ class SequenceConfig(nn.Module, kw_only=True):
     zero_output_for_mask: bool = False
     activity_regularizer: Any = None
     batch_size: int | None = None
+    input_dim: int | None = None
+    input_shape: tuple | None = None
+    batch_input_shape: tuple | None = None
     input_length: int | None = None
     dtype: Any = None
+
+    def _expected_shape(self) -> tuple[int | None, int | None, int | None]:
+        """(batch, time, features) from Keras' shape arguments; None where not given."""
+        if self.batch_input_shape is not None:
+            batch, time, *_, features = self.batch_input_shape
+            return batch, time, features
+        if self.input_shape is not None:
+            time, *_, features = self.input_shape
+            return self.batch_size, time, features
+        return self.batch_size, self.input_length, self.input_dim
 
     def _sequence(self, cell, inputs, mask, initial_state, constants, training):
         x = jnp.asarray(inputs)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         batch = x.shape[1 if self.time_major else 0]
+        batch_size, _, features = self._expected_shape()
+        if features is not None and x.shape[-1] != features:
+            raise ValueError(message("inputs", f"of {features} features (input_dim)", f"inputs.shape={x.shape}"))
         x0 = jnp.zeros((batch, *x.shape[2:]), x.dtype)  # one step's input, for lazy shapes
         pure, params, keras_cells = _resolve(self, cell, x0, constants)
         if not jax.tree.leaves(pure.init_state(())) and self.return_state:
@@ -122,12 +154,14 @@ class SequenceConfig(nn.Module, kw_only=True):
             self.sow("losses", "weights", sum(penalties))
 
         if self.stateful:
-            if self.batch_size is None:
-                raise ValueError(message("batch_size", "given for a stateful layer", "batch_size=None"))
-            carry = self.variable("carry", "states", lambda: pure.init_state((self.batch_size,), x.dtype))
-            if batch != self.batch_size:
+            if batch_size is None:
                 raise ValueError(
-                    message("inputs", f"a batch of {self.batch_size} for this stateful layer", f"batch {batch}")
+                    message("batch_size", "given (or batch_input_shape) for a stateful layer", "batch_size=None")
+                )
+            carry = self.variable("carry", "states", lambda: pure.init_state((batch_size,), x.dtype))
+            if batch != batch_size:
+                raise ValueError(
+                    message("inputs", f"a batch of {batch_size} for this stateful layer", f"batch {batch}")
                 )
             if initial_state is None:
                 initial_state = carry.value
@@ -226,7 +260,14 @@ def _keras_cells(module) -> list[tuple[tuple[str, ...], _KerasCell]]:
     """(param path, cell) of every Keras cell in a Linen layer, in Keras weight order."""
     if isinstance(module, _KerasLayer):
         return [(("cell",), module.cell_module(parent=None))]  # a detached copy, for its config
+    if isinstance(module, Bidirectional):
+        backward = module.backward_layer or module.layer
+        return [(("forward_layer", *path), c) for path, c in _keras_cells(module.layer)] + [
+            (("backward_layer", *path), c) for path, c in _keras_cells(backward)
+        ]
     cell = module.cell
+    if isinstance(cell, StackedRNNCells):
+        return [(("cell", f"cells_{i}"), c) for i, c in enumerate(cell.cells) if isinstance(c, _KerasCell)]
     if isinstance(cell, (list, tuple)):
         return [((f"cell_{i}",), c) for i, c in enumerate(cell) if isinstance(c, _KerasCell)]
     return [(("cell",), cell)] if isinstance(cell, _KerasCell) else []
