@@ -31,12 +31,15 @@ class Cell(NamedTuple):
       dropout_masks: ``(key, params, batch_shape, dtype=float32) -> masks | None``: the
         variational masks for one sequence, passed to ``step`` as ``dropout=masks`` (``None``
         when the cell has no dropout). Optional for user cells.
+      config: for built-in cells, their math as plain data (``{"kind": "lstm", "activation":
+        fn, ...}``) so that ``jrnn.kernels`` can run the same cell fused; ``None`` otherwise.
     """
 
     init_params: Callable[..., PyTree]
     init_state: Callable[..., PyTree]
     step: StepFn
     dropout_masks: Callable[..., PyTree] | None = None
+    config: dict | None = None
 
 
 def accepts_keyword(fn: Callable, name: str) -> bool:

@@ -122,4 +122,11 @@ def gru(
         return GRUState(jnp.zeros((*_common.batch_shape_tuple(batch_shape), units), dtype))
 
     step = partial(gru_step, activation=act, recurrent_activation=rec_act, reset_after=reset_after)
-    return Cell(init_params, init_state, step, dropout_masks)
+    config = {
+        "kind": "gru",
+        "activation": act,
+        "recurrent_activation": rec_act,
+        "implementation": implementation,
+        "reset_after": reset_after,
+    }
+    return Cell(init_params, init_state, step, dropout_masks, config)

@@ -111,6 +111,6 @@ def lstm(
         zeros = jnp.zeros((*_common.batch_shape_tuple(batch_shape), units), dtype)
         return LSTMState(h=zeros, c=zeros)
 
-    return Cell(
-        init_params, init_state, partial(lstm_step, activation=act, recurrent_activation=rec_act), dropout_masks
-    )
+    config = {"kind": "lstm", "activation": act, "recurrent_activation": rec_act, "implementation": implementation}
+    step = partial(lstm_step, activation=act, recurrent_activation=rec_act)
+    return Cell(init_params, init_state, step, dropout_masks, config)

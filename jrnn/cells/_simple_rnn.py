@@ -81,4 +81,5 @@ def simple_rnn(
     def init_state(batch_shape=(), dtype=jnp.float32):
         return SimpleRNNState(jnp.zeros((*_common.batch_shape_tuple(batch_shape), units), dtype))
 
-    return Cell(init_params, init_state, partial(simple_rnn_step, activation=act), dropout_masks)
+    config = {"kind": "simple_rnn", "activation": act, "implementation": 1}
+    return Cell(init_params, init_state, partial(simple_rnn_step, activation=act), dropout_masks, config)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jrnn._errors import message
 from jrnn._runner import run
 from jrnn._types import Cell
+from jrnn.kernels import choose, run_fused
 
 PyTree = Any
 
@@ -65,6 +66,8 @@ def rnn(
     training: bool = False,
     dropout_key: jax.Array | None = None,
     remat: bool = False,
+    use_fused: bool | str = "auto",
+    use_cudnn: bool | str | None = None,
 ) -> RNNResult:
     """Keras ``RNN(cell)`` semantics over ``jrnn.run``.
 
@@ -84,6 +87,8 @@ def rnn(
       training: apply dropout (needs ``dropout_key`` when the cell has dropout rates).
       dropout_key: the key the sequence's variational masks are drawn from.
       remat: checkpoint each step (less memory for backward, one more forward).
+      use_fused: ``'auto'``, ``True`` (error, with the reason, where the fused kernel cannot run
+        this configuration) or ``False``; ``use_cudnn`` is Keras 3's name for it.
 
     Example:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -102,7 +107,17 @@ def rnn(
     template = cell.init_state((batch,), xs.dtype if jnp.issubdtype(xs.dtype, jnp.floating) else jnp.float32)
     state = template if initial_state is None else state_from_list(template, initial_state)
 
-    step = cell.step
+    if use_cudnn is not None:
+        use_fused = use_cudnn
+    fused, reason = choose(cell, use_fused, constants=constants, unroll=unroll)
+    if use_fused is True and not fused:
+        raise ValueError(message("use_fused", "False or 'auto' for this configuration", f"True, but {reason}"))
+    if use_fused not in ("auto", True, False):
+        raise ValueError(message("use_fused", "'auto', True or False", repr(use_fused)))
+    if fused and remat:
+        raise ValueError(message("use_fused", "False with remat=True (the fused path keeps its own residuals)", "True"))
+
+    step, masks = cell.step, None
     if training and cell.dropout_masks is not None:
         if dropout_key is None:
             needs_key = jax.eval_shape(lambda k: cell.dropout_masks(k, params, (batch,)), jax.random.key(0))
@@ -113,19 +128,32 @@ def rnn(
             if masks is not None:
                 step = partial(cell.step, dropout=masks)
 
-    ys, final = run(
-        step,
-        params,
-        state,
-        xs,
-        mask=mask,
-        reverse=go_backwards,
-        unroll=unroll if unroll is not False else 1,
-        time_major=time_major,
-        zero_output_for_mask=zero_output_for_mask,
-        constants=constants,
-        remat=remat,
-    )
+    if fused:
+        ys, final = run_fused(
+            cell,
+            params,
+            state,
+            xs,
+            mask=mask,
+            reverse=go_backwards,
+            time_major=time_major,
+            zero_output_for_mask=zero_output_for_mask,
+            dropout=masks,
+        )
+    else:
+        ys, final = run(
+            step,
+            params,
+            state,
+            xs,
+            mask=mask,
+            reverse=go_backwards,
+            unroll=unroll if unroll is not False else 1,
+            time_major=time_major,
+            zero_output_for_mask=zero_output_for_mask,
+            constants=constants,
+            remat=remat,
+        )
     if go_backwards:
         ys = jnp.flip(ys, axis=time_axis)
     if return_sequences:

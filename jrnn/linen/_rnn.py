@@ -125,6 +125,8 @@ class SequenceConfig(nn.Module, kw_only=True):
     input_shape: tuple | None = None
     batch_input_shape: tuple | None = None
     input_length: int | None = None
+    use_fused: bool | str = "auto"
+    use_cudnn: bool | str | None = None
     dtype: Any = None
 
     def _expected_shape(self) -> tuple[int | None, int | None, int | None]:
@@ -183,6 +185,8 @@ class SequenceConfig(nn.Module, kw_only=True):
             zero_output_for_mask=self.zero_output_for_mask,
             training=training,
             dropout_key=key,
+            use_fused=self.use_fused,
+            use_cudnn=self.use_cudnn,
         )
         if self.stateful and not self.is_initializing():
             if not self.is_mutable_collection("carry"):

@@ -148,6 +148,8 @@ class RNN(nnx.Module):
         param_dtype=jnp.float32,
         input_dim: int | None = None,
         input_shape=None,
+        use_fused: bool | str = "auto",
+        use_cudnn: bool | str | None = None,
         deterministic: bool = False,
         rngs: nnx.Rngs | None = None,
     ):
@@ -164,6 +166,7 @@ class RNN(nnx.Module):
         self.go_backwards, self.unroll, self.time_major = go_backwards, unroll, time_major
         self.zero_output_for_mask, self.stateful, self.dtype = zero_output_for_mask, stateful, dtype
         self.input_length = input_length
+        self.use_fused = use_fused if use_cudnn is None else use_cudnn
         self.activity_regularizer = regularizers.get(activity_regularizer, "activity_regularizer")
         self.activity_loss = ActivityLoss(jnp.zeros((), jnp.float32))
         self.deterministic = deterministic
@@ -228,6 +231,7 @@ class RNN(nnx.Module):
             zero_output_for_mask=self.zero_output_for_mask,
             training=training,
             dropout_key=key,
+            use_fused=self.use_fused,
         )
         if self.stateful:
             self.states.set_value(result.state)
@@ -267,6 +271,7 @@ class RNN(nnx.Module):
             "stateful": self.stateful,
             "unroll": self.unroll,
             "time_major": self.time_major,
+            "use_fused": self.use_fused,
             "batch_size": self.batch_size,
             "activity_regularizer": None
             if self.activity_regularizer is None

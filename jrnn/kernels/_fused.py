@@ -1,0 +1,150 @@
+"""Fused LSTM, GRU (reset-after) and SimpleRNN on the engine, and the eligibility rules.
+
+The reference for every fused kernel is ``jrnn.run(cell.step, ...)``: same params pytree, same
+arguments, same results (tests compare values and gradients).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jrnn._dropout import DropoutMasks
+from jrnn._masking import check_mask
+from jrnn._types import Cell
+from jrnn.cells import GRUState, LSTMState, SimpleRNNState
+from jrnn.kernels._engine import Spec, fused
+
+
+def _h(state):
+    return state.h
+
+
+@functools.cache
+def _spec(kind: str, activation, recurrent_activation) -> Spec:
+    """One Spec per cell math, cached so the custom_vjp's static arguments stay equal."""
+    if kind == "lstm":
+
+        def pointwise(gx, hr, state):
+            i, f, c_hat, o = jnp.split(gx + hr, 4, axis=-1)
+            c = recurrent_activation(f) * state.c + recurrent_activation(i) * activation(c_hat)
+            h = recurrent_activation(o) * activation(c)
+            return h, LSTMState(h=h, c=c)
+
+        return Spec(pointwise, _h, 4)
+    if kind == "gru":
+
+        def pointwise(gx, hr, state):
+            x_z, x_r, x_h = jnp.split(gx, 3, axis=-1)
+            h_z, h_r, h_h = jnp.split(hr, 3, axis=-1)
+            z = recurrent_activation(x_z + h_z)
+            r = recurrent_activation(x_r + h_r)
+            h = z * state.h + (1 - z) * activation(x_h + r * h_h)
+            return h, GRUState(h)
+
+        return Spec(pointwise, _h, 3)
+
+    def pointwise(gx, hr, state):
+        h = activation(gx + hr)
+        return h, SimpleRNNState(h)
+
+    return Spec(pointwise, _h, 1)
+
+
+def eligible(cell: Cell, *, constants=None, unroll=False) -> tuple[bool, str]:
+    """Whether ``cell`` can run fused with these arguments, and if not, why not."""
+    config = cell.config
+    if config is None:
+        return False, "the cell is not a built-in SimpleRNN, GRU or LSTM cell (stacked and user cells run on the scan)"
+    if config["kind"] == "gru" and not config["reset_after"]:
+        return False, "the fused GRU is the reset-after form (cuDNN's); reset_after=False runs on the scan"
+    if constants is not None:
+        return False, "built-in cells take no constants"
+    if unroll is True or (unroll is not False and unroll != 1):  # True == 1 in Python
+        return False, f"unroll={unroll!r}: the fused path has its own loop"
+    return True, "eligible"
+
+
+def run_fused(
+    cell: Cell,
+    params,
+    state,
+    xs: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    zero_output_for_mask: bool = False,
+    dropout: DropoutMasks | None = None,
+):
+    """``jrnn.run(cell.step, ...)`` computed by the fused kernel: ``(ys, final_state)``.
+
+    ``xs`` is ``(batch, time, features)`` (``(time, batch, features)`` with ``time_major``); the
+    gate math and states are float32 whatever the input dtype (bf16 inputs: float32
+    accumulation), and results come back in the input dtype.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.cells.lstm(3)
+      >>> params = cell.init_params(jax.random.key(0), 2)
+      >>> xs = jax.random.normal(jax.random.key(1), (4, 6, 2))
+      >>> ys, state = jrnn.kernels.run_fused(cell, params, cell.init_state((4,)), xs)
+      >>> bool(jnp.allclose(ys, jrnn.run(cell.step, params, cell.init_state((4,)), xs)[0], atol=1e-6))
+      True
+    """
+    ok, reason = eligible(cell)
+    if not ok:
+        raise ValueError(f"The fused path cannot run this cell: {reason}.")
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3:
+        layout = "(time, batch, features)" if time_major else "(batch, time, features)"
+        raise ValueError(f"`xs` must be of rank 3, laid out {layout}. Received: xs.shape={xs.shape}")
+    xs_t = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    # The cell's own step validates params, state and input sizes, with its messages.
+    jax.eval_shape(cell.step, params, state, jax.ShapeDtypeStruct(xs_t.shape[1:], xs.dtype))
+    if mask is not None:
+        mask = check_mask(mask, xs.shape[:2], "(time, batch)" if time_major else "(batch, time)")
+        mask = mask if time_major else mask.T
+    config = cell.config
+    spec = _spec(config["kind"], config["activation"], config.get("recurrent_activation"))
+    b_in, b_rec = params.bias, None
+    if config["kind"] == "gru" and params.bias is not None:
+        b_in, b_rec = params.bias[0], params.bias[1]
+    d = dropout if dropout is not None else DropoutMasks(None, None)
+    ys, final = fused(
+        spec,
+        bool(reverse),
+        bool(zero_output_for_mask),
+        params.kernel.astype(xs.dtype),
+        params.recurrent_kernel.astype(xs.dtype),
+        b_in,
+        b_rec,
+        xs_t,
+        state,
+        mask,
+        d.inputs,
+        d.recurrent,
+    )
+    ys = ys.astype(xs.dtype)
+    final = jax.tree.map(lambda a: a.astype(xs.dtype), final)
+    return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
+
+
+def choose(cell: Cell, use_fused="auto", *, constants=None, unroll=False) -> tuple[bool, str]:
+    """The path for ``use_fused`` ('auto', True or False): ``(fused, reason)``; never raises.
+
+    'auto' takes the fused path only where it was measured faster than the scan; on the CPU it
+    was not (bench/results/cpu.md), and no GPU measurement exists yet, so 'auto' runs the scan.
+    """
+    if use_fused is False:
+        return False, "use_fused=False"
+    ok, reason = eligible(cell, constants=constants, unroll=unroll)
+    if use_fused is True:
+        return ok, reason
+    if use_fused != "auto":
+        return False, f"use_fused must be 'auto', True or False, not {use_fused!r}"
+    if not ok:
+        return False, reason
+    return False, "auto: the fused path is not measured faster than the scan on this backend"

@@ -1,0 +1,190 @@
+"""Fused kernels against their reference, jrnn.run(cell.step, ...): values and gradients."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import make_mask
+
+import jrnn
+
+CELLS = {
+    "lstm": lambda u: jrnn.cells.lstm(u, recurrent_activation="sigmoid"),
+    "lstm_keras2": lambda u: jrnn.cells.lstm(u),  # hard_sigmoid: a kink the gradients must respect
+    "gru": lambda u: jrnn.cells.gru(u, reset_after=True, activation="relu"),
+    "simple_rnn": lambda u: jrnn.cells.simple_rnn(u),
+}
+SIZES = [(1, 1, 1, 1), (3, 7, 5, 6)]  # (batch, time, n_in, units)
+
+
+def _setup(kind, size, seed=0):
+    batch, steps, n_in, units = size
+    cell = CELLS[kind](units)
+    keys = jax.random.split(jax.random.key(seed), 4)
+    params = jax.tree.map(lambda a: 0.3 * jax.random.normal(keys[0], a.shape), cell.init_params(keys[1], n_in))
+    state = jax.tree.map(lambda a: 0.5 * jax.random.normal(keys[2], a.shape), cell.init_state((batch,)))
+    xs = jax.random.normal(keys[3], (batch, steps, n_in))
+    return cell, params, state, xs
+
+
+def _loss(fn):
+    return lambda p, s, xs: sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(fn(p, s, xs)))
+
+
+def _compare(cell, params, state, xs, rtol=2e-5, atol=2e-5, dropout=None, **kwargs):
+    step = cell.step if dropout is None else partial(cell.step, dropout=dropout)
+    ref = lambda p, s, xs: jrnn.run(step, p, s, xs, **kwargs)  # noqa: E731
+    got = lambda p, s, xs: jrnn.kernels.run_fused(cell, p, s, xs, dropout=dropout, **kwargs)  # noqa: E731
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
+        got(params, state, xs),
+        ref(params, state, xs),
+    )
+    g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
+    g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol), g_got, g_ref)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("pattern", [None, "right", "left", "holes"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_matches_the_scan(kind, size, pattern, reverse):
+    cell, params, state, xs = _setup(kind, size)
+    mask = make_mask(pattern, *xs.shape[:2])
+    _compare(cell, params, state, xs, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_zero_output_time_major_and_no_bias(kind):
+    cell = {"lstm": jrnn.cells.lstm(4, use_bias=False), "gru": jrnn.cells.gru(4, reset_after=True, use_bias=False)}[
+        kind
+    ]
+    params = jax.tree.map(
+        lambda a: 0.3 * jax.random.normal(jax.random.key(0), a.shape), cell.init_params(jax.random.key(1), 3)
+    )
+    state = cell.init_state((3,))
+    xs = jax.random.normal(jax.random.key(2), (7, 3, 3))  # time-major
+    mask = jnp.asarray(make_mask("holes", 3, 7)).T
+    _compare(cell, params, state, xs, mask=mask, time_major=True, zero_output_for_mask=True)
+
+
+@pytest.mark.parametrize("implementation", [1, 2])
+def test_dropout_masks_enter_the_kernel(implementation):
+    cell = jrnn.cells.lstm(5, dropout=0.3, recurrent_dropout=0.4, implementation=implementation)
+    _, params, state, xs = _setup("lstm", (3, 6, 4, 5))
+    masks = cell.dropout_masks(jax.random.key(9), params, (3,))
+    _compare(cell, params, state, xs, dropout=masks, mask=jnp.asarray(make_mask("right", 3, 6)))
+
+
+def test_vmap_and_jit_through_the_kernel():
+    cell, params, state, xs = _setup("gru", (3, 5, 4, 6))
+    one = lambda s, x: jrnn.kernels.run_fused(cell, params, jax.tree.map(lambda a: a[None], s), x[None])  # noqa: E731
+    batched = jax.jit(jax.vmap(one))(state, xs)
+    ref = jrnn.kernels.run_fused(cell, params, state, xs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[:, 0], b, rtol=1e-6, atol=1e-6), batched, ref)
+
+
+def test_bf16_inputs_accumulate_in_float32():
+    cell, params, state, xs = _setup("lstm", (4, 20, 8, 16))
+    ys16, final16 = jrnn.kernels.run_fused(cell, params, state, xs.astype(jnp.bfloat16))
+    ys32, _ = jrnn.kernels.run_fused(cell, params, state, xs)
+    assert ys16.dtype == jnp.bfloat16 and final16.c.dtype == jnp.bfloat16
+    np.testing.assert_allclose(ys16.astype(jnp.float32), ys32, atol=0.03)
+
+
+def test_zero_length_sequence():
+    cell, params, state, xs = _setup("lstm", (3, 7, 5, 6))
+    ys, final = jrnn.kernels.run_fused(cell, params, state, xs[:, :0])
+    assert ys.shape == (3, 0, 6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b), final, state)
+
+
+def test_forward_mode_gives_a_clear_error():
+    cell, params, state, xs = _setup("lstm", (2, 3, 2, 2))
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(lambda x: jrnn.kernels.run_fused(cell, params, state, x)[0], (xs,), (xs,))
+
+
+def test_eligibility_reasons():
+    assert jrnn.kernels.eligible(jrnn.cells.lstm(3)) == (True, "eligible")
+    ok, reason = jrnn.kernels.eligible(jrnn.cells.gru(3))
+    assert not ok and "reset-after" in reason
+    ok, reason = jrnn.kernels.eligible(jrnn.cells.stacked([jrnn.cells.lstm(3)]))
+    assert not ok and "stacked" in reason
+    with pytest.raises(ValueError, match="The fused path cannot run this cell: the fused GRU is the reset-after form"):
+        cell = jrnn.cells.gru(3)
+        jrnn.kernels.run_fused(cell, cell.init_params(jax.random.key(0), 2), cell.init_state((1,)), jnp.ones((1, 2, 2)))
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_layers_dispatch_gives_the_same_results(go_backwards):
+    cell, params, state, xs = _setup("lstm", (3, 7, 5, 6))
+    cell = jrnn.cells.lstm(6, recurrent_activation="sigmoid", dropout=0.2, recurrent_dropout=0.3)
+    mask = jnp.asarray(make_mask("holes", 3, 7))
+    key = jax.random.key(4)
+
+    def out(use_fused):
+        def f(p, s, xs):
+            result = jrnn.layers.rnn(
+                cell,
+                p,
+                xs,
+                initial_state=s,
+                mask=mask,
+                return_sequences=True,
+                go_backwards=go_backwards,
+                training=True,
+                dropout_key=key,
+                use_fused=use_fused,
+            )
+            return result.output, result.state
+
+        return f
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5),
+        out(True)(params, state, xs),
+        out(False)(params, state, xs),
+    )
+    g_fused = jax.grad(_loss(out(True)), (0, 1, 2))(params, state, xs)
+    g_scan = jax.grad(_loss(out(False)), (0, 1, 2))(params, state, xs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5), g_fused, g_scan)
+
+
+def test_use_fused_true_on_an_ineligible_configuration_says_why():
+    cell = jrnn.cells.gru(4)  # reset_after=False
+    params = cell.init_params(jax.random.key(0), 3)
+    expected = r"`use_fused` must be False or 'auto' for this configuration. Received: True, but the fused GRU is"
+    with pytest.raises(ValueError, match=expected):
+        jrnn.layers.rnn(cell, params, jnp.ones((2, 5, 3)), use_fused=True)
+    with pytest.raises(ValueError, match=r"`use_fused` must be False or 'auto'.*unroll=True"):
+        jrnn.layers.rnn(
+            jrnn.cells.lstm(4),
+            jrnn.cells.lstm(4).init_params(jax.random.key(0), 3),
+            jnp.ones((2, 5, 3)),
+            unroll=True,
+            use_cudnn=True,
+        )
+    assert jrnn.kernels.choose(jrnn.cells.lstm(4), "auto")[0] is False  # not measured faster: the scan
+
+
+def test_wrappers_pass_use_fused():
+    from flax import nnx
+
+    x = jax.random.normal(jax.random.key(0), (3, 6, 4))
+    fused = jrnn.nnx.GRU(5, input_dim=4, reset_after=True, use_cudnn=True, return_sequences=True, rngs=nnx.Rngs(0))
+    scan = jrnn.nnx.GRU(5, input_dim=4, reset_after=True, use_fused=False, return_sequences=True, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(fused(x), scan(x), rtol=2e-5, atol=2e-5)
+    module = jrnn.linen.LSTM(5, use_fused=True, go_backwards=True)
+    variables = module.init(jax.random.key(0), x)
+    np.testing.assert_allclose(
+        module.apply(variables, x),
+        jrnn.linen.LSTM(5, use_fused=False, go_backwards=True).apply(variables, x),
+        rtol=2e-5,
+        atol=2e-5,
+    )
