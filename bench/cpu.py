@@ -1,0 +1,231 @@
+"""Side-by-side CPU benchmark of LSTM/GRU layers: jrnn (scan, fused) against the peers.
+
+Peers: Flax ``nn.RNN`` (OptimizedLSTMCell / GRUCell), Keras 3 on JAX, Equinox cells under
+``lax.scan``, and PyTorch CPU ``nn.LSTM`` / ``nn.GRU``. Every implementation computes the same
+layer (tanh/sigmoid, return_sequences), forward and forward+backward (gradients of a sum of
+squares with respect to the weights and the input). Runs are interleaved across implementations
+and medians reported; first-call time is trace + compile + one run.
+
+    python bench/cpu.py                     # the issue's three sizes, writes bench/results/cpu.md
+    python bench/cpu.py --sizes 16,64,32,64 --repeats 5 --out -
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jrnn
+
+SIZES = [(16, 64, 32, 64), (32, 128, 128, 256), (64, 256, 256, 512)]  # (batch, time, input, units)
+
+
+def _sum_sq(y):
+    return jnp.sum(y * y)
+
+
+def jrnn_impl(kind, size, use_fused):
+    _, _, n_in, units = size
+    cell = (
+        jrnn.cells.lstm(units, recurrent_activation="sigmoid")
+        if kind == "lstm"
+        else jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
+    )
+    params = cell.init_params(jax.random.key(0), n_in)
+
+    def forward(params, x):
+        return jrnn.layers.rnn(cell, params, x, return_sequences=True, use_fused=use_fused).output
+
+    return _jax_pair(forward, params)
+
+
+def flax_impl(kind, size):
+    from flax import linen as nn
+
+    batch, steps, n_in, units = size
+    cell = nn.OptimizedLSTMCell(units) if kind == "lstm" else nn.GRUCell(units)
+    module = nn.RNN(cell)
+    params = module.init(jax.random.key(0), jnp.zeros((batch, steps, n_in)))
+    return _jax_pair(module.apply, params)
+
+
+def keras_impl(kind, size):
+    import keras
+
+    batch, steps, n_in, units = size
+    layer = (keras.layers.LSTM if kind == "lstm" else keras.layers.GRU)(units, return_sequences=True)
+    layer.build((batch, steps, n_in))
+    trainable = [v.value for v in layer.trainable_variables]
+    frozen = [v.value for v in layer.non_trainable_variables]
+
+    def forward(weights, x):
+        return layer.stateless_call(weights, frozen, x)[0]
+
+    return _jax_pair(forward, trainable)
+
+
+def equinox_impl(kind, size):
+    import equinox as eqx
+
+    _, _, n_in, units = size
+    cell = (eqx.nn.LSTMCell if kind == "lstm" else eqx.nn.GRUCell)(n_in, units, key=jax.random.key(0))
+
+    def forward(cell, x):
+        def one(seq):
+            h = jnp.zeros(units)
+            carry = (h, h) if kind == "lstm" else h
+
+            def step(carry, x_t):
+                carry = cell(x_t, carry)
+                return carry, carry[0] if kind == "lstm" else carry
+
+            return jax.lax.scan(step, carry, seq)[1]
+
+        return jax.vmap(one)(x)
+
+    return _jax_pair(forward, cell, eqx=True)
+
+
+def _jax_pair(forward, params, eqx=False):
+    if eqx:
+        import equinox
+
+        fwd = equinox.filter_jit(forward)
+        grad = equinox.filter_jit(equinox.filter_grad(lambda p, x: _sum_sq(forward(p, x))))
+        return (lambda x: fwd(params, x)), (lambda x: grad(params, x))
+    fwd = jax.jit(forward)
+    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(forward(p, x)), argnums=(0, 1)))
+    return (lambda x: fwd(params, x)), (lambda x: grad(params, x))
+
+
+def torch_impl(kind, size):
+    import torch
+
+    _, _, n_in, units = size
+    torch.manual_seed(0)
+    layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(n_in, units, batch_first=True)
+
+    def forward(x):
+        with torch.no_grad():
+            return layer(x)[0]
+
+    def forward_backward(x):
+        x = x.detach().requires_grad_(True)
+        layer.zero_grad()
+        (layer(x)[0] ** 2).sum().backward()
+        return x.grad
+
+    return forward, forward_backward
+
+
+IMPLS = {
+    "jrnn scan": lambda k, s: jrnn_impl(k, s, False),
+    "jrnn fused": lambda k, s: jrnn_impl(k, s, True),
+    "flax nn.RNN": flax_impl,
+    "keras 3 (jax)": keras_impl,
+    "equinox": equinox_impl,
+    "pytorch": torch_impl,
+}
+
+
+def _block(out):
+    jax.block_until_ready(out) if not hasattr(out, "detach") else out
+
+
+def bench(kind, size, repeats):
+    rng = np.random.default_rng(0)
+    x_np = rng.normal(size=size[:3]).astype(np.float32)
+    inputs = {}
+    fns, first = {}, {}
+    for name, make in IMPLS.items():
+        try:
+            fwd, fwd_bwd = make(kind, size)
+        except ImportError as e:  # a peer that is not installed is reported, not fatal
+            print(f"  skip {name}: {e}", file=sys.stderr)
+            continue
+        if name == "pytorch":
+            import torch
+
+            inputs[name] = torch.from_numpy(x_np)
+        else:
+            inputs[name] = jnp.asarray(x_np)
+        for mode, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+            start = time.perf_counter()
+            _block(fn(inputs[name]))
+            first[(name, mode)] = time.perf_counter() - start
+            fns[(name, mode)] = fn
+    times = {key: [] for key in fns}
+    for _ in range(repeats):  # interleaved: every implementation sees the same machine state
+        for (name, mode), fn in fns.items():
+            start = time.perf_counter()
+            _block(fn(inputs[name]))
+            times[(name, mode)].append(time.perf_counter() - start)
+    return {key: (statistics.median(v), first[key]) for key, v in times.items()}
+
+
+def _git_head() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="*", help="batch,time,input,units (default: the issue's three sizes)")
+    parser.add_argument("--kinds", default="lstm,gru")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default="bench/results/cpu.md", help="markdown file, or - for stdout")
+    args = parser.parse_args()
+    sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes] if args.sizes else SIZES
+    import torch
+
+    lines = [
+        "# CPU benchmark: LSTM/GRU layers, jrnn against the peers",
+        "",
+        f"Command: `{' '.join(['python', *sys.argv])}` (from the repository root, in `.venv`)",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"Versions: jax {jax.__version__}, jrnn {jrnn.__version__}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), python {platform.python_version()}",
+        f"Git: {_git_head()}",
+        "",
+        f"Median of {args.repeats} interleaved runs, milliseconds; first call (trace + compile + run) in brackets.",
+        "",
+    ]
+    for kind in args.kinds.split(","):
+        for size in sizes:
+            print(f"{kind} {size}", file=sys.stderr)
+            results = bench(kind, size, args.repeats)
+            lines += [
+                f"## {kind.upper()} (batch, time, input, units) = {size}",
+                "",
+                "| implementation | fwd | fwd+bwd | fwd+bwd / fwd |",
+                "|---|---|---|---|",
+            ]
+            for name in IMPLS:
+                if (name, "fwd") not in results:
+                    continue
+                (f, f0), (b, b0) = results[(name, "fwd")], results[(name, "fwd+bwd")]
+                lines.append(f"| {name} | {1e3 * f:.1f} [{f0:.1f} s] | {1e3 * b:.1f} [{b0:.1f} s] | {b / f:.2f} |")
+            lines.append("")
+    text = "\n".join(lines)
+    if args.out == "-":
+        print(text)
+    else:
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
