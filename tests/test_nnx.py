@@ -447,3 +447,19 @@ def test_bidirectional_config_round_trip():
     config = bi.get_config()
     assert config["merge_mode"] == "ave" and config["backward_layer"]["config"]["go_backwards"] is True
     assert jrnn.nnx.Bidirectional.from_config(config, rngs=nnx.Rngs(2)).get_config() == config
+
+
+def test_rnn_over_keras_cells_config_round_trip():
+    cells_ = [
+        jrnn.nnx.LSTMCell(4, input_dim=N_IN, recurrent_dropout=0.1, rngs=nnx.Rngs(0)),
+        jrnn.nnx.GRUCell(3, input_dim=4, reset_after=True, rngs=nnx.Rngs(1)),
+    ]
+    layer = jrnn.nnx.RNN(cells_, return_sequences=True, go_backwards=True, rngs=nnx.Rngs(2))
+    config = layer.get_config()
+    assert config["cell"]["class_name"] == "StackedRNNCells"
+    assert config["cell"]["config"]["cells"][1]["config"]["reset_after"] is True
+    again = jrnn.nnx.RNN.from_config(config, rngs=nnx.Rngs(3))
+    assert again.get_config() == config
+    again.set_weights(layer.get_weights())
+    x = jax.random.normal(jax.random.key(0), (B, T, N_IN))
+    np.testing.assert_allclose(again(x, training=False), layer(x, training=False), rtol=1e-6)

@@ -263,6 +263,15 @@ class RNN(nnx.Module):
         )
         return total + self.activity_loss.get_value()
 
+    def get_config(self) -> dict:
+        """Keras' RNN config: the cell's class and config, then the sequence arguments."""
+        return {"cell": _cell_config(self.cell), **self._sequence_config(), "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config: dict, *, rngs: nnx.Rngs):
+        config = dict(config)
+        return cls(_cell_from_config(config.pop("cell"), rngs), rngs=rngs, **config)
+
     def _sequence_config(self) -> dict:
         return {
             "return_sequences": self.return_sequences,
@@ -277,6 +286,24 @@ class RNN(nnx.Module):
             if self.activity_regularizer is None
             else {"class_name": "L1L2", "config": self.activity_regularizer.get_config()},
         }
+
+
+_CELLS = {"SimpleRNNCell": SimpleRNNCell, "GRUCell": GRUCell, "LSTMCell": LSTMCell}
+
+
+def _cell_config(cell) -> dict:
+    if isinstance(cell, StackedRNNCells):
+        return {"class_name": "StackedRNNCells", "config": {"cells": [_cell_config(c) for c in cell.cells]}}
+    if isinstance(cell, _KerasCell):
+        return {"class_name": type(cell).__name__, "config": cell.get_config()}
+    raise ValueError(message("cell", "a jrnn.nnx Keras cell (or a stack of them) to serialize", type(cell).__name__))
+
+
+def _cell_from_config(entry: dict, rngs: nnx.Rngs):
+    if entry["class_name"] == "StackedRNNCells":
+        return StackedRNNCells([_cell_from_config(c, rngs) for c in entry["config"]["cells"]])
+    config = dict(entry["config"])
+    return _CELLS[entry["class_name"]](config.pop("units"), rngs=rngs, **config)
 
 
 class _KerasLayer(RNN):
