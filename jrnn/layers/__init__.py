@@ -2,7 +2,7 @@
 
 from jrnn.layers._bidirectional import MERGE_MODES, check_merge_mode, merge, split_initial_state
 from jrnn.layers._regularization import WEIGHT_NAMES, activity_penalty, constrain, projection, weight_penalty
-from jrnn.layers._rnn import RNNResult, rnn, state_from_list, states_to_list
+from jrnn.layers._rnn import RNNResult, needs_dropout_key, rnn, state_from_list, states_to_list
 
 __all__ = [
     "MERGE_MODES",
@@ -12,6 +12,7 @@ __all__ = [
     "check_merge_mode",
     "constrain",
     "merge",
+    "needs_dropout_key",
     "projection",
     "rnn",
     "split_initial_state",

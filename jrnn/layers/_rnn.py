@@ -50,6 +50,13 @@ def state_from_list(template: PyTree, states, arg: str = "initial_state") -> PyT
     return jax.tree.unflatten(treedef, arrays)
 
 
+def needs_dropout_key(cell: Cell, params: PyTree, batch: int) -> bool:
+    """Whether training ``cell`` draws dropout masks (found by shape evaluation: nothing is drawn)."""
+    if cell.dropout_masks is None:
+        return False
+    return jax.eval_shape(lambda k: cell.dropout_masks(k, params, (batch,)), jax.random.key(0)) is not None
+
+
 def rnn(
     cell: Cell,
     params: PyTree,
@@ -120,8 +127,7 @@ def rnn(
     step, masks = cell.step, None
     if training and cell.dropout_masks is not None:
         if dropout_key is None:
-            needs_key = jax.eval_shape(lambda k: cell.dropout_masks(k, params, (batch,)), jax.random.key(0))
-            if needs_key is not None:
+            if needs_dropout_key(cell, params, batch):
                 raise ValueError(message("dropout_key", "a PRNG key when training with dropout", "None"))
         else:
             masks = cell.dropout_masks(dropout_key, params, (batch,), xs.dtype)

@@ -21,6 +21,7 @@ from jrnn.layers import (
     check_merge_mode,
     constrain,
     merge,
+    needs_dropout_key,
     rnn,
     split_initial_state,
     state_from_list,
@@ -167,10 +168,7 @@ class SequenceConfig(nn.Module, kw_only=True):
                 )
             if initial_state is None:
                 initial_state = carry.value
-        key = None
-        if training and pure.dropout_masks is not None:
-            needs = jax.eval_shape(lambda k: pure.dropout_masks(k, params, (batch,)), jax.random.key(0)) is not None
-            key = self.make_rng("dropout") if needs else None
+        key = self.make_rng("dropout") if training and needs_dropout_key(pure, params, batch) else None
         result = rnn(
             pure,
             params,

@@ -14,7 +14,14 @@ from flax import nnx
 from jrnn import cells, regularizers
 from jrnn._errors import message
 from jrnn._types import Cell
-from jrnn.layers import activity_penalty, rnn, state_from_list, states_to_list, weight_penalty
+from jrnn.layers import (
+    activity_penalty,
+    needs_dropout_key,
+    rnn,
+    state_from_list,
+    states_to_list,
+    weight_penalty,
+)
 from jrnn.nnx._cells import GRUCell, LSTMCell, SimpleRNNCell, _KerasCell, input_dim_from
 
 PyTree = Any
@@ -114,9 +121,8 @@ def _has_dropout(cell) -> bool:
         return any(_has_dropout(c) for c in cell.cells)
     if isinstance(cell, _KerasCell):
         return any(rate > 0 for rate in cell.dropout_rates)
-    if isinstance(cell, PureCell) and cell.cell.dropout_masks is not None:
-        pure, params = cell.pure()
-        return jax.eval_shape(lambda k: pure.dropout_masks(k, params, (1,)), jax.random.key(0)) is not None
+    if isinstance(cell, PureCell):
+        return needs_dropout_key(*cell.pure(), batch=1)
     return False
 
 
