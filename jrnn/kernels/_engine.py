@@ -25,6 +25,11 @@ import numpy as np
 PyTree = Any
 
 
+# Steps per loop iteration. On XLA:CPU a loop that reads a precomputed projection ran ~30%
+# slower at one step per iteration than at four (a probe on the 2-core machine); results are identical.
+_UNROLL = 4
+
+
 class Spec(NamedTuple):
     """The cell-specific part of a fused kernel (hashable: a static argument)."""
 
@@ -102,7 +107,7 @@ def _forward(spec, reverse, zero_output, w, u, b_in, b_rec, xs, state0, mask, in
 
     step_spec = jax.ShapeDtypeStruct(gx.shape[1:], jnp.float32)  # gx[0] need not exist (T == 0)
     y0 = jnp.zeros(jax.eval_shape(spec.pointwise, step_spec, step_spec, state0)[0].shape, jnp.float32)
-    (final, _), (ys, hrs, prev_states) = jax.lax.scan(step, (state0, y0), (gx, mask), reverse=reverse)
+    (final, _), (ys, hrs, prev_states) = jax.lax.scan(step, (state0, y0), (gx, mask), reverse=reverse, unroll=_UNROLL)
     return ys, final, (gx, hrs, prev_states)
 
 
@@ -134,7 +139,9 @@ def _backward(spec, reverse, zero_output, w, u, b_in, b_rec, xs, mask, in_masks,
         return (d_prev, d_carry_y), (d_gx, d_hr)
 
     carry0 = (dfinal, jnp.zeros_like(dys[0]))
-    (d_state0, _), (d_gx, d_hr) = jax.lax.scan(step, carry0, (dys, gx, hrs, prev_states, mask), reverse=not reverse)
+    (d_state0, _), (d_gx, d_hr) = jax.lax.scan(
+        step, carry0, (dys, gx, hrs, prev_states, mask), reverse=not reverse, unroll=_UNROLL
+    )
     # The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
     h_prevs = jax.vmap(spec.rec_input)(prev_states)
     _, du = _project_grads(h_prevs, u32, rec_masks, spec.gates, d_hr)
