@@ -5,7 +5,6 @@ The sequence logic is ``jrnn.layers.rnn``."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, ClassVar
 
 import jax
@@ -15,16 +14,18 @@ from flax import linen as nn
 from jrnn import cells, regularizers
 from jrnn._errors import message
 from jrnn._masking import masking_mask
-from jrnn._types import Cell
+from jrnn._types import Cell, accepts_keyword
 from jrnn.layers import (
     activity_penalty,
     check_merge_mode,
     constrain,
+    keras_cell,
     merge,
     needs_dropout_key,
     rnn,
     split_initial_state,
     state_from_list,
+    state_sizes,
     states_to_list,
     weight_penalty,
 )
@@ -34,32 +35,16 @@ PyTree = Any
 
 
 def _user_cell(module: nn.Module, x0: jax.Array, constants=None) -> tuple[Cell, PyTree]:
-    """A Keras-style Linen cell (``state_size``; ``__call__(x, states) -> (y, new_states)``) as a
-    pure Cell. Bound modules cannot run inside ``lax.scan``, so each step applies an unbound clone
-    to the cell's params (created here, on first use, from the first step's input)."""
-    sizes = _sizes(module.state_size)
-    takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
-    first = {"constants": constants} if takes_constants and constants is not None else {}
-    module(x0, [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in sizes], **first)  # creates params lazily
-    params = module.variables.get("params", {})
+    """A Keras-style Linen cell as a pure Cell. Bound modules cannot run inside ``lax.scan``, so
+    each step applies an unbound clone to the cell's params (created here, on first use, from the
+    first step's input)."""
+    takes = accepts_keyword(type(module).__call__, "constants")
+    first = {"constants": constants} if takes and constants is not None else {}
+    zeros = [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in state_sizes(module.state_size)]
+    module(x0, zeros, **first)  # creates the params lazily
     unbound = module.clone(parent=None)
-
-    def init_state(batch_shape=(), dtype=jnp.float32):
-        batch_shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
-        return tuple(jnp.zeros((*batch_shape, s), dtype) for s in sizes)
-
-    def step(params, state, x, **kwargs):
-        extra = {"constants": kwargs["constants"]} if kwargs.get("constants") is not None else {}
-        y, new = unbound.apply({"params": params}, x, list(state), **extra)
-        new = tuple(new) if isinstance(new, (list, tuple)) else (new,)
-        return y, tuple(n.astype(s.dtype) for n, s in zip(new, state, strict=True))
-
-    if not takes_constants:
-
-        def step(params, state, x, _step=step):
-            return _step(params, state, x)
-
-    return Cell(None, init_state, step), params
+    call = lambda params, x, states, **kw: unbound.apply({"params": params}, x, states, **kw)  # noqa: E731
+    return keras_cell(call, module.state_size, takes_constants=takes), module.variables.get("params", {})
 
 
 class StackedRNNCells(nn.Module):
@@ -70,11 +55,7 @@ class StackedRNNCells(nn.Module):
 
     @property
     def state_size(self) -> list[int]:
-        return [s for c in self.cells for s in _sizes(c.state_size)]
-
-
-def _sizes(size) -> list[int]:
-    return list(size) if isinstance(size, (list, tuple)) else [size]
+        return [s for c in self.cells for s in state_sizes(c.state_size)]
 
 
 def _resolve(

@@ -3,7 +3,6 @@ logic is ``jrnn.layers.rnn``."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import jax
@@ -13,12 +12,14 @@ from flax import nnx
 
 from jrnn import cells, regularizers
 from jrnn._errors import message
-from jrnn._types import Cell
+from jrnn._types import Cell, accepts_keyword
 from jrnn.layers import (
     activity_penalty,
+    keras_cell,
     needs_dropout_key,
     rnn,
     state_from_list,
+    state_sizes,
     states_to_list,
     weight_penalty,
 )
@@ -49,7 +50,7 @@ class StackedRNNCells(nnx.Module):
 
     @property
     def state_size(self) -> list[int]:
-        return [s for c in self.cells for s in _state_sizes(c)]
+        return [s for c in self.cells for s in state_sizes(c.state_size)]
 
 
 def _is_variable(x) -> bool:
@@ -71,34 +72,13 @@ class PureCell(nnx.Module):
         return [leaf.shape[-1] for leaf in jax.tree.leaves(self.cell.init_state(()))]
 
 
-def _state_sizes(cell) -> list[int]:
-    size = cell.state_size
-    return list(size) if isinstance(size, (list, tuple)) else [size]
-
-
 def _user_cell(module: nnx.Module) -> tuple[Cell, PyTree]:
-    """A Keras-style user cell (``state_size``; ``__call__(x, states) -> (y, new_states)``) as a
-    pure Cell: its variables become the params, split from and merged into its graph each step."""
+    """A Keras-style user cell as a pure Cell: its variables become the params, merged back into
+    its graph at each step."""
     graphdef, params = nnx.split(module)
-    sizes = _state_sizes(module)
-    takes_constants = "constants" in inspect.signature(type(module).__call__).parameters
-
-    def init_state(batch_shape=(), dtype=jnp.float32):
-        batch_shape = tuple(batch_shape) if not isinstance(batch_shape, int) else (batch_shape,)
-        return tuple(jnp.zeros((*batch_shape, s), dtype) for s in sizes)
-
-    def step(params, state, x, **kwargs):
-        kwargs = {k: v for k, v in kwargs.items() if k == "constants" and v is not None and takes_constants}
-        y, new = nnx.merge(graphdef, params)(x, list(state), **kwargs)
-        new = tuple(new) if isinstance(new, (list, tuple)) else (new,)
-        return y, tuple(n.astype(s.dtype) for n, s in zip(new, state, strict=True))
-
-    if not takes_constants:  # so that jrnn.run can tell the user a constant would be ignored
-
-        def step(params, state, x, _step=step):
-            return _step(params, state, x)
-
-    return Cell(None, init_state, step), params
+    call = lambda params, x, states, **kw: nnx.merge(graphdef, params)(x, states, **kw)  # noqa: E731
+    takes = accepts_keyword(type(module).__call__, "constants")
+    return keras_cell(call, module.state_size, takes_constants=takes), params
 
 
 def _pure_cell(cell) -> tuple[Cell, PyTree]:
@@ -166,7 +146,7 @@ class RNN(nnx.Module):
             cell = PureCell(cell, input_dim=dim, param_dtype=param_dtype, rngs=rngs)
         self.cell = StackedRNNCells(cell) if isinstance(cell, (list, tuple)) else cell
         _pure_cell(self.cell)  # fails early, naming `cell`, for something that is not a cell
-        if return_state and not _state_sizes(self.cell):
+        if return_state and not state_sizes(self.cell.state_size):
             raise ValueError(message("return_state", "False for a cell without states", "return_state=True"))
         self.return_sequences, self.return_state = return_sequences, return_state
         self.go_backwards, self.unroll, self.time_major = go_backwards, unroll, time_major
