@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jrnn._errors import message
+from jrnn._lookup import lookup
 
 Constraint = Callable[[jax.Array], jax.Array]
 
@@ -81,12 +81,4 @@ _FACTORIES = {
 
 def get(identifier: str | dict | Constraint | None, arg: str = "constraint") -> Constraint | None:
     """Returns a constraint for a Keras name, a Keras config dict, a callable or ``None``."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict) and identifier.get("class_name") in _FACTORIES:
-        return _FACTORIES[identifier["class_name"]](**(identifier.get("config") or {}))
-    if isinstance(identifier, str) and identifier in _FACTORIES:
-        return _FACTORIES[identifier]()
-    if callable(identifier) and not isinstance(identifier, (str, dict)):
-        return identifier
-    raise ValueError(message(arg, f"one of {sorted(_FACTORIES)}, a config dict, a callable or None", repr(identifier)))
+    return lookup(identifier, _FACTORIES, arg)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._errors import message
+from jrnn._lookup import lookup
 
 Regularizer = Callable[[jax.Array], jax.Array]
 
@@ -65,12 +66,4 @@ _FACTORIES = {"l1": l1, "l2": l2, "l1_l2": l1_l2, "L1": l1, "L2": l2, "L1L2": L1
 
 def get(identifier: str | dict | Regularizer | None, arg: str = "regularizer") -> Regularizer | None:
     """Returns a regularizer for a Keras name, a Keras config dict, a callable or ``None``."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict) and identifier.get("class_name") in _FACTORIES:
-        return _FACTORIES[identifier["class_name"]](**(identifier.get("config") or {}))
-    if isinstance(identifier, str) and identifier in _FACTORIES:
-        return _FACTORIES[identifier]()
-    if callable(identifier) and not isinstance(identifier, (str, dict)):
-        return identifier
-    raise ValueError(message(arg, f"one of {sorted(_FACTORIES)}, a config dict, a callable or None", repr(identifier)))
+    return lookup(identifier, _FACTORIES, arg)

@@ -133,7 +133,8 @@ class SequenceConfig(nn.Module, kw_only=True):
         pure, params, keras_cells = _resolve(self, cell, x0, constants)
         if not jax.tree.leaves(pure.init_state(())) and self.return_state:
             raise ValueError(message("return_state", "False for a cell without states", "return_state=True"))
-        penalties = [weight_penalty(p, c.regularizers()) for p, c in keras_cells if any(c.regularizers().values())]
+        regs = [(p, c.regularizers()) for p, c in keras_cells]
+        penalties = [weight_penalty(p, r) for p, r in regs if any(r.values())]
         if penalties:
             self.sow("losses", "weights", sum(penalties))
 
