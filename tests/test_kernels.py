@@ -16,6 +16,7 @@ CELLS = {
     "lstm": lambda u: jrnn.cells.lstm(u, recurrent_activation="sigmoid"),
     "lstm_keras2": lambda u: jrnn.cells.lstm(u),  # hard_sigmoid: a kink the gradients must respect
     "gru": lambda u: jrnn.cells.gru(u, reset_after=True, activation="relu"),
+    "gru_reset_before": lambda u: jrnn.cells.gru(u),  # Keras 2 defaults: hard_sigmoid, (r * h) @ U_h
     "simple_rnn": lambda u: jrnn.cells.simple_rnn(u),
 }
 SIZES = [(1, 1, 1, 1), (3, 7, 5, 6)]  # (batch, time, n_in, units)
@@ -75,9 +76,11 @@ def test_zero_output_time_major_and_no_bias(kind):
 
 
 @pytest.mark.parametrize("implementation", [1, 2])
-def test_dropout_masks_enter_the_kernel(implementation):
-    cell = jrnn.cells.lstm(5, dropout=0.3, recurrent_dropout=0.4, implementation=implementation)
-    _, params, state, xs = _setup("lstm", (3, 6, 4, 5))
+@pytest.mark.parametrize("kind", ["lstm", "gru_reset_before"])
+def test_dropout_masks_enter_the_kernel(implementation, kind):
+    factory = jrnn.cells.lstm if kind == "lstm" else jrnn.cells.gru
+    cell = factory(5, dropout=0.3, recurrent_dropout=0.4, implementation=implementation)
+    _, params, state, xs = _setup(kind, (3, 6, 4, 5))
     masks = cell.dropout_masks(jax.random.key(9), params, (3,))
     _compare(cell, params, state, xs, dropout=masks, mask=jnp.asarray(make_mask("right", 3, 6)))
 
@@ -113,12 +116,13 @@ def test_forward_mode_gives_a_clear_error():
 
 def test_eligibility_reasons():
     assert jrnn.kernels.eligible(jrnn.cells.lstm(3)) == (True, "eligible")
-    ok, reason = jrnn.kernels.eligible(jrnn.cells.gru(3))
-    assert not ok and "reset-after" in reason
+    assert jrnn.kernels.eligible(jrnn.cells.gru(3, reset_after=False)) == (True, "eligible")
     ok, reason = jrnn.kernels.eligible(jrnn.cells.stacked([jrnn.cells.lstm(3)]))
     assert not ok and "stacked" in reason
-    with pytest.raises(ValueError, match="The fused path cannot run this cell: the fused GRU is the reset-after form"):
-        cell = jrnn.cells.gru(3)
+    ok, reason = jrnn.kernels.eligible(jrnn.cells.conv_lstm(3, 2, rank=1))
+    assert not ok and "no fused conv_lstm kernel" in reason
+    with pytest.raises(ValueError, match="The fused path cannot run this cell: the cell is not a built-in"):
+        cell = jrnn.cells.stacked([jrnn.cells.lstm(3)])
         jrnn.kernels.run_fused(cell, cell.init_params(jax.random.key(0), 2), cell.init_state((1,)), jnp.ones((1, 2, 2)))
 
 
@@ -158,9 +162,9 @@ def test_layers_dispatch_gives_the_same_results(go_backwards):
 
 
 def test_use_fused_true_on_an_ineligible_configuration_says_why():
-    cell = jrnn.cells.gru(4)  # reset_after=False
+    cell = jrnn.cells.stacked([jrnn.cells.gru(4)])
     params = cell.init_params(jax.random.key(0), 3)
-    expected = r"`use_fused` must be False or 'auto' for this configuration. Received: True, but the fused GRU is"
+    expected = r"`use_fused` must be False or 'auto' for this configuration. Received: True, but the cell is not"
     with pytest.raises(ValueError, match=expected):
         jrnn.layers.rnn(cell, params, jnp.ones((2, 5, 3)), use_fused=True)
     with pytest.raises(ValueError, match=r"`use_fused` must be False or 'auto'.*unroll=True"):

@@ -5,11 +5,17 @@ recurrent matmul and the gate math. Backward (``custom_vjp``): a reverse-time lo
 state gradients into pre-activation gradients (``dgx``, ``dhr``) with one small matmul per step;
 the weight, bias and input gradients are then large matmuls over all steps.
 
-A kernel supplies ``pointwise(gx_t, hr_t, state) -> (y, new_state)``, the gate math after the two
-matmuls, and ``rec_input(state) -> h``, the recurrent matmul's input. Gate derivatives come from
-``jax.vjp`` of ``pointwise``, so every activation works. Masks follow DESIGN.md (a masked step
-carries the state and repeats the last output, or outputs zeros with ``zero_output``).
-Everything is time-major inside: ``xs`` is ``(T, B, n_in)``.
+A kernel supplies ``pointwise(gx_t, hr_t, state, s_t) -> (y, new_state)``, the gate math after the
+matmuls, and ``rec_input(state) -> h``, the recurrent matmul's input. A cell whose second
+recurrent product depends on the first (the reset-before GRU: ``(r * h) @ U_h``) also supplies
+``mid(gx_t, hr_t, state) -> a_t``; the loop computes ``s_t = a_t @ u2`` and saves ``a_t``, so that
+``du2`` too is one large matmul after the backward loop. Otherwise ``s_t`` is ``None``. Gate
+derivatives come from ``jax.vjp`` of these functions, so every activation works. Masks follow
+DESIGN.md (a masked step carries the state and repeats the last output, or outputs zeros with
+``zero_output``). Everything is time-major inside: ``xs`` is ``(T, B, n_in)``.
+
+A dropout mask has a leading gate axis (``jrnn._dropout``): with one entry it multiplies the
+matmul's input, with ``G`` entries the weight is split into ``G`` gate blocks, one mask each.
 """
 
 from __future__ import annotations
@@ -33,9 +39,27 @@ _UNROLL = 4
 class Spec(NamedTuple):
     """The cell-specific part of a fused kernel (hashable: a static argument)."""
 
-    pointwise: Callable  # (gx_t, hr_t, state) -> (y, new_state); float32 in, float32 out
+    pointwise: Callable  # (gx_t, hr_t, state, s_t) -> (y, new_state); float32 in, float32 out
     rec_input: Callable  # state -> (B, units)
-    gates: int
+    mid: Callable | None = None  # (gx_t, hr_t, state) -> a_t, the second recurrent matmul's input
+
+
+class Weights(NamedTuple):
+    """The kernel's weights: ``x @ w + b_in``, ``h @ u + b_rec``, and ``a @ u2`` (``mid`` cells)."""
+
+    w: jax.Array
+    u: jax.Array
+    u2: jax.Array | None
+    b_in: jax.Array | None
+    b_rec: jax.Array | None
+
+
+class Dropout(NamedTuple):
+    """Dropout masks ``(count, B, n)`` for the inputs, ``h @ u`` and ``a @ u2``; ``None`` if off."""
+
+    inputs: jax.Array | None
+    rec: jax.Array | None
+    rec2: jax.Array | None
 
 
 def _gate_split(a, gates):  # (..., G*u) -> (..., G, u)
@@ -47,19 +71,19 @@ def _lead(m, x):
     return m.reshape((1,) * (x.ndim - m.ndim) + m.shape)
 
 
-def _project(x, w, masks, gates):
-    """``x @ w`` with an optional per-gate dropout mask ``(count, B, n)``: ``(..., B, G*u)``, f32."""
+def _project(x, w, masks):
+    """``x @ w`` with an optional dropout mask ``(count, B, n)``: ``(..., B, G*u)``, f32."""
     if masks is None:
         return jnp.matmul(x, w, preferred_element_type=jnp.float32)
     m = masks.astype(x.dtype)
     if m.shape[0] == 1:
         return jnp.matmul(x * _lead(m[0], x), w, preferred_element_type=jnp.float32)
-    w_g = _gate_split(w, gates)  # (n, G, u)
+    w_g = _gate_split(w, m.shape[0])  # (n, G, u)
     out = jnp.einsum("...bn,gbn,ngu->...bgu", x, m, w_g, preferred_element_type=jnp.float32)
     return out.reshape(*out.shape[:-2], -1)
 
 
-def _project_grads(x, w, masks, gates, d_out):
+def _project_grads(x, w, masks, d_out):
     """Gradients of ``_project`` w.r.t. ``x`` and ``w`` for output gradient ``d_out`` (f32)."""
     batch_axes = "tb" if x.ndim == 3 else "b"
     xf, wf = x.astype(jnp.float32), w.astype(jnp.float32)
@@ -70,8 +94,8 @@ def _project_grads(x, w, masks, gates, d_out):
         dx = d_out @ wf.T
         return (dx if m0 is None else dx * m0), dw
     m = masks.astype(jnp.float32)
-    d_g = _gate_split(d_out, gates)  # (..., B, G, u)
-    w_g = _gate_split(wf, gates)  # (n, G, u)
+    d_g = _gate_split(d_out, m.shape[0])  # (..., B, G, u)
+    w_g = _gate_split(wf, m.shape[0])  # (n, G, u)
     dw = jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(wf.shape)
     dx = jnp.einsum(f"{batch_axes}gu,ngu,gbn->{batch_axes}n", d_g, w_g, m)
     return dx, dw
@@ -86,38 +110,55 @@ def _where(m, new, old):
     return jax.tree.map(lambda n, o: jnp.where(m.reshape(m.shape + (1,) * (n.ndim - m.ndim)), n, o), new, old)
 
 
-def _forward(spec, reverse, zero_output, w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks, save=True):
-    gx = _project(xs, w, in_masks, spec.gates)
-    if b_in is not None:
-        gx = _add_bias(gx, b_in)
-    u32 = u.astype(jnp.float32)
+def _recurrent(spec, wt, drop, u32, u2_32, gx_t, state):
+    """The step's recurrent products: ``hr = h @ u + b_rec`` and, for ``mid`` cells, ``a`` and ``a @ u2``."""
+    hr = _project(spec.rec_input(state), u32, drop.rec)
+    if wt.b_rec is not None:
+        hr = _add_bias(hr, wt.b_rec)
+    if spec.mid is None:
+        return hr, None, None
+    a = spec.mid(gx_t, hr, state)
+    return hr, a, _project(a, u2_32, drop.rec2)
+
+
+def _f32(a):
+    return None if a is None else a.astype(jnp.float32)
+
+
+def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True):
+    gx = _project(xs, wt.w, drop.inputs)
+    if wt.b_in is not None:
+        gx = _add_bias(gx, wt.b_in)
+    u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     state0 = jax.tree.map(lambda a: a.astype(jnp.float32), state0)
 
     def step(carry, inputs):
         state, prev_y = carry
         gx_t, m_t = inputs
-        hr = _project(spec.rec_input(state), u32, rec_masks, spec.gates)
-        if b_rec is not None:
-            hr = _add_bias(hr, b_rec)
-        y, new = spec.pointwise(gx_t, hr, state)
+        hr, a, s = _recurrent(spec, wt, drop, u32, u2_32, gx_t, state)
+        y, new = spec.pointwise(gx_t, hr, state, s)
         if m_t is not None:
             new = _where(m_t, new, state)
             y = jnp.where(m_t[:, None], y, jnp.zeros_like(y) if zero_output else prev_y)
-        return (new, y), ((y, hr, state) if save else (y, None, None))  # residuals only for backward
+        return (new, y), ((y, hr, state, a, s) if save else (y,))  # residuals only for backward
 
-    step_spec = jax.ShapeDtypeStruct(gx.shape[1:], jnp.float32)  # gx[0] need not exist (T == 0)
-    y0 = jnp.zeros(jax.eval_shape(spec.pointwise, step_spec, step_spec, state0)[0].shape, jnp.float32)
-    (final, _), (ys, hrs, prev_states) = jax.lax.scan(step, (state0, y0), (gx, mask), reverse=reverse, unroll=_UNROLL)
-    return ys, final, (gx, hrs, prev_states)
+    def first_output(gx_t, state):  # the shape of y; gx[0] need not exist (T == 0)
+        hr, _, s = _recurrent(spec, wt, drop, u32, u2_32, gx_t, state)
+        return spec.pointwise(gx_t, hr, state, s)[0]
+
+    step_spec = jax.ShapeDtypeStruct(gx.shape[1:], jnp.float32)
+    y0 = jnp.zeros(jax.eval_shape(first_output, step_spec, state0).shape, jnp.float32)
+    (final, _), saved = jax.lax.scan(step, (state0, y0), (gx, mask), reverse=reverse, unroll=_UNROLL)
+    return saved[0], final, (gx, *saved[1:])
 
 
-def _backward(spec, reverse, zero_output, w, u, b_in, b_rec, xs, mask, in_masks, rec_masks, res, dys, dfinal):
-    gx, hrs, prev_states = res
-    u32 = u.astype(jnp.float32)
+def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
+    gx, hrs, prev_states, a_s, s_s = res
+    u32, u2_32 = _f32(wt.u), _f32(wt.u2)
 
     def step(carry, inputs):
         d_state, d_prev_y = carry
-        dy_t, gx_t, hr_t, state_prev, m_t = inputs
+        dy_t, gx_t, hr_t, state_prev, a_t, s_t, m_t = inputs
         g = dy_t + d_prev_y
         if m_t is None:
             d_raw_y, d_raw_state, d_carry_y, d_skip = g, d_state, jnp.zeros_like(g), None
@@ -127,54 +168,55 @@ def _backward(spec, reverse, zero_output, w, u, b_in, b_rec, xs, mask, in_masks,
             d_carry_y = jnp.zeros_like(g) if zero_output else jnp.where(mm, 0.0, g)
             d_raw_state = _where(m_t, d_state, jax.tree.map(jnp.zeros_like, d_state))
             d_skip = _where(m_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
-        _, vjp = jax.vjp(spec.pointwise, gx_t, hr_t, state_prev)
-        d_gx, d_hr, d_state_pw = vjp((d_raw_y, d_raw_state))
-        h_prev = spec.rec_input(state_prev)
-        d_h, _ = _project_grads(h_prev, u32, rec_masks, spec.gates, d_hr)
+        _, vjp = jax.vjp(spec.pointwise, gx_t, hr_t, state_prev, s_t)
+        d_gx, d_hr, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
+        if spec.mid is not None:  # back through s = a @ u2 and a = mid(gx, hr, state)
+            d_a, _ = _project_grads(a_t, u2_32, drop.rec2, d_s)
+            _, vjp_mid = jax.vjp(spec.mid, gx_t, hr_t, state_prev)
+            d_gx_mid, d_hr_mid, d_state_mid = vjp_mid(d_a)
+            d_gx, d_hr = d_gx + d_gx_mid, d_hr + d_hr_mid
+            d_state_pw = jax.tree.map(jnp.add, d_state_pw, d_state_mid)
+        d_h, _ = _project_grads(spec.rec_input(state_prev), u32, drop.rec, d_hr)
         _, vjp_in = jax.vjp(spec.rec_input, state_prev)
         (d_state_in,) = vjp_in(d_h)
         d_prev = jax.tree.map(jnp.add, d_state_pw, d_state_in)
         if d_skip is not None:
             d_prev = jax.tree.map(jnp.add, d_prev, d_skip)
-        return (d_prev, d_carry_y), (d_gx, d_hr)
+        return (d_prev, d_carry_y), (d_gx, d_hr, d_s)
 
     carry0 = (dfinal, jnp.zeros_like(dys[0]))
-    (d_state0, _), (d_gx, d_hr) = jax.lax.scan(
-        step, carry0, (dys, gx, hrs, prev_states, mask), reverse=not reverse, unroll=_UNROLL
+    (d_state0, _), (d_gx, d_hr, d_s) = jax.lax.scan(
+        step, carry0, (dys, gx, hrs, prev_states, a_s, s_s, mask), reverse=not reverse, unroll=_UNROLL
     )
     # The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
-    h_prevs = jax.vmap(spec.rec_input)(prev_states)
-    _, du = _project_grads(h_prevs, u32, rec_masks, spec.gates, d_hr)
-    dxs, dw = _project_grads(xs, w, in_masks, spec.gates, d_gx)
-    db_in = None if b_in is None else jnp.sum(d_gx, axis=(0, 1)).astype(b_in.dtype)
-    db_rec = None if b_rec is None else jnp.sum(d_hr, axis=(0, 1)).astype(b_rec.dtype)
-    return dw.astype(w.dtype), du.astype(u.dtype), db_in, db_rec, dxs.astype(xs.dtype), d_state0
+    _, du = _project_grads(jax.vmap(spec.rec_input)(prev_states), u32, drop.rec, d_hr)
+    du2 = None if spec.mid is None else _project_grads(a_s, u2_32, drop.rec2, d_s)[1].astype(wt.u2.dtype)
+    dxs, dw = _project_grads(xs, wt.w, drop.inputs, d_gx)
+    db_in = None if wt.b_in is None else jnp.sum(d_gx, axis=(0, 1)).astype(wt.b_in.dtype)
+    db_rec = None if wt.b_rec is None else jnp.sum(d_hr, axis=(0, 1)).astype(wt.b_rec.dtype)
+    d_wt = Weights(dw.astype(wt.w.dtype), du.astype(wt.u.dtype), du2, db_in, db_rec)
+    return d_wt, dxs.astype(xs.dtype), d_state0
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def fused(spec, reverse, zero_output, w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks):
+def fused(spec: Spec, reverse: bool, zero_output: bool, wt: Weights, xs, state0, mask, drop: Dropout):
     """``(ys, final_state)`` of the recurrence, time-major, float32 state and outputs."""
-    ys, final, _ = _forward(
-        spec, reverse, zero_output, w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks, save=False
-    )
+    ys, final, _ = _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=False)
     return ys, final
 
 
-def _fused_fwd(spec, reverse, zero_output, w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks):
-    ys, final, res = _forward(spec, reverse, zero_output, w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks)
-    return (ys, final), (w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks, res)
+def _fused_fwd(spec, reverse, zero_output, wt, xs, state0, mask, drop):
+    ys, final, res = _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop)
+    return (ys, final), (wt, xs, state0, mask, drop, res)
 
 
 def _fused_bwd(spec, reverse, zero_output, saved, cotangents):
-    w, u, b_in, b_rec, xs, state0, mask, in_masks, rec_masks, res = saved
+    wt, xs, state0, mask, drop, res = saved
     dys, dfinal = cotangents
-    dw, du, db_in, db_rec, dxs, d_state0 = _backward(
-        spec, reverse, zero_output, w, u, b_in, b_rec, xs, mask, in_masks, rec_masks, res, dys, dfinal
-    )
+    d_wt, dxs, d_state0 = _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal)
     d_state0 = jax.tree.map(lambda d, s: d.astype(s.dtype), d_state0, state0)
     d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)  # masks are constants
-    no_grad = lambda a: None if a is None else jnp.zeros_like(a)  # noqa: E731
-    return dw, du, db_in, db_rec, dxs, d_state0, d_mask, no_grad(in_masks), no_grad(rec_masks)
+    return d_wt, dxs, d_state0, d_mask, jax.tree.map(jnp.zeros_like, drop)
 
 
 fused.defvjp(_fused_fwd, _fused_bwd)

@@ -1,4 +1,4 @@
-"""Fused LSTM, GRU (reset-after) and SimpleRNN on the engine, and the eligibility rules.
+"""Fused LSTM, GRU (both reset forms) and SimpleRNN on the engine, and the eligibility rules.
 
 The reference for every fused kernel is ``jrnn.run(cell.step, ...)``: same params pytree, same
 arguments, same results (tests compare values and gradients).
@@ -15,7 +15,7 @@ from jrnn._dropout import DropoutMasks
 from jrnn._masking import check_mask
 from jrnn._types import Cell
 from jrnn.cells import GRUState, LSTMState, SimpleRNNState
-from jrnn.kernels._engine import Spec, fused
+from jrnn.kernels._engine import Dropout, Spec, Weights, fused
 
 
 def _h(state):
@@ -23,20 +23,32 @@ def _h(state):
 
 
 @functools.cache
-def _spec(kind: str, activation, recurrent_activation) -> Spec:
+def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec:
     """One Spec per cell math, cached so the custom_vjp's static arguments stay equal."""
     if kind == "lstm":
 
-        def pointwise(gx, hr, state):
+        def pointwise(gx, hr, state, _):
             i, f, c_hat, o = jnp.split(gx + hr, 4, axis=-1)
             c = recurrent_activation(f) * state.c + recurrent_activation(i) * activation(c_hat)
             h = recurrent_activation(o) * activation(c)
             return h, LSTMState(h=h, c=c)
 
-        return Spec(pointwise, _h, 4)
+        return Spec(pointwise, _h)
+    if kind == "gru" and not reset_after:  # hr is h @ U[:, :2u]; s is (r * h) @ U_h
+
+        def mid(gx, hr, state):
+            return recurrent_activation(jnp.split(gx, 3, axis=-1)[1] + jnp.split(hr, 2, axis=-1)[1]) * state.h
+
+        def pointwise(gx, hr, state, s):
+            x_z, _, x_h = jnp.split(gx, 3, axis=-1)
+            z = recurrent_activation(x_z + jnp.split(hr, 2, axis=-1)[0])
+            h = z * state.h + (1 - z) * activation(x_h + s)
+            return h, GRUState(h)
+
+        return Spec(pointwise, _h, mid)
     if kind == "gru":
 
-        def pointwise(gx, hr, state):
+        def pointwise(gx, hr, state, _):
             x_z, x_r, x_h = jnp.split(gx, 3, axis=-1)
             h_z, h_r, h_h = jnp.split(hr, 3, axis=-1)
             z = recurrent_activation(x_z + h_z)
@@ -44,13 +56,13 @@ def _spec(kind: str, activation, recurrent_activation) -> Spec:
             h = z * state.h + (1 - z) * activation(x_h + r * h_h)
             return h, GRUState(h)
 
-        return Spec(pointwise, _h, 3)
+        return Spec(pointwise, _h)
 
-    def pointwise(gx, hr, state):
+    def pointwise(gx, hr, state, _):
         h = activation(gx + hr)
         return h, SimpleRNNState(h)
 
-    return Spec(pointwise, _h, 1)
+    return Spec(pointwise, _h)
 
 
 def eligible(cell: Cell, *, constants=None, unroll=False) -> tuple[bool, str]:
@@ -60,8 +72,6 @@ def eligible(cell: Cell, *, constants=None, unroll=False) -> tuple[bool, str]:
         return False, "the cell is not a built-in SimpleRNN, GRU or LSTM cell (stacked and user cells run on the scan)"
     if config["kind"] not in ("lstm", "gru", "simple_rnn"):
         return False, f"there is no fused {config['kind']} kernel; it runs on the scan"
-    if config["kind"] == "gru" and not config["reset_after"]:
-        return False, "the fused GRU is the reset-after form (cuDNN's); reset_after=False runs on the scan"
     if constants is not None:
         return False, "built-in cells take no constants"
     if unroll is True or (unroll is not False and unroll != 1):  # True == 1 in Python
@@ -110,26 +120,25 @@ def run_fused(
         mask = check_mask(mask, xs.shape[:2], "(time, batch)" if time_major else "(batch, time)")
         mask = mask if time_major else mask.T
     config = cell.config
-    spec = _spec(config["kind"], config["activation"], config.get("recurrent_activation"))
+    two_stage = config["kind"] == "gru" and not config["reset_after"]
+    spec = _spec(config["kind"], config["activation"], config.get("recurrent_activation"), not two_stage)
     if "to_plain" in config:  # the CuDNN cells: their weights as the plain cell's
         params = config["to_plain"](params)
+    kernel, rec_kernel = params.kernel.astype(xs.dtype), params.recurrent_kernel.astype(xs.dtype)
     b_in, b_rec = params.bias, None
-    if config["kind"] == "gru" and params.bias is not None:
+    if config["kind"] == "gru" and config["reset_after"] and params.bias is not None:
         b_in, b_rec = params.bias[0], params.bias[1]
     d = dropout if dropout is not None else DropoutMasks(None, None)
+    rec, rec2 = d.recurrent, None
+    if two_stage:  # U = [U_z | U_r] for h, then U_h for r * h, each with its own dropout mask
+        units = rec_kernel.shape[0]
+        wt = Weights(kernel, rec_kernel[:, : 2 * units], rec_kernel[:, 2 * units :], b_in, b_rec)
+        if rec is not None:
+            rec, rec2 = (rec[:2], rec[2:]) if rec.shape[0] == 3 else (rec, rec)
+    else:
+        wt = Weights(kernel, rec_kernel, None, b_in, b_rec)
     ys, final = fused(
-        spec,
-        bool(reverse),
-        bool(zero_output_for_mask),
-        params.kernel.astype(xs.dtype),
-        params.recurrent_kernel.astype(xs.dtype),
-        b_in,
-        b_rec,
-        xs_t,
-        state,
-        mask,
-        d.inputs,
-        d.recurrent,
+        spec, bool(reverse), bool(zero_output_for_mask), wt, xs_t, state, mask, Dropout(d.inputs, rec, rec2)
     )
     ys = ys.astype(xs.dtype)
     final = jax.tree.map(lambda a: a.astype(xs.dtype), final)
