@@ -175,7 +175,13 @@ def test_use_fused_true_on_an_ineligible_configuration_says_why():
             unroll=True,
             use_cudnn=True,
         )
-    assert jrnn.kernels.choose(jrnn.cells.lstm(4), "auto")[0] is False  # not measured faster: the scan
+    assert jrnn.kernels.choose(jrnn.cells.lstm(4), "auto") == (True, "auto: the fused path is the faster one on cpu")
+    ok, reason = jrnn.kernels.choose(jrnn.cells.lstm(4), "auto", unroll=True)
+    assert not ok and "unroll=True" in reason
+    lstm = jrnn.cells.lstm(4)
+    with pytest.raises(ValueError, match=r"Received: True, but remat=True: the fused path keeps its own residuals"):
+        jrnn.layers.rnn(lstm, lstm.init_params(jax.random.key(0), 3), jnp.ones((2, 5, 3)), remat=True, use_fused=True)
+    assert jrnn.kernels.choose(lstm, "auto", remat=True)[0] is False  # 'auto' with remat: the scan
 
 
 def test_wrappers_pass_use_fused():

@@ -31,9 +31,13 @@ import numpy as np
 PyTree = Any
 
 
-# Steps per loop iteration. On XLA:CPU a loop that reads a precomputed projection ran ~30%
-# slower at one step per iteration than at four (a probe on the 2-core machine); results are identical.
-_UNROLL = 4
+# Steps per loop iteration in the forward, each block's input projection one matmul. On XLA:CPU
+# projecting all steps up front wrote a (T, B, G*u) array that the loop then read back: at (32, 128,
+# 128, 256) that cost more than the matmul saved. Blocks of 8 keep it in cache (bench/results/cpu.md).
+_CHUNK = 8
+# Steps per iteration of the backward loop. At (32, 128, 128, 256) on the 2-core machine the
+# backward took 58 ms at 1, 70 ms at 2, 72 ms at 4 and 106 ms at 8 (with the pre-transposed u).
+_UNROLL = 1
 
 
 class Spec(NamedTuple):
@@ -42,6 +46,7 @@ class Spec(NamedTuple):
     pointwise: Callable  # (gx_t, hr_t, state, s_t) -> (y, new_state); float32 in, float32 out
     rec_input: Callable  # state -> (B, units)
     mid: Callable | None = None  # (gx_t, hr_t, state) -> a_t, the second recurrent matmul's input
+    additive: bool = False  # pointwise depends on gx_t + hr_t only: save the sum, one gradient for both
 
 
 class Weights(NamedTuple):
@@ -101,6 +106,19 @@ def _project_grads(x, w, masks, d_out):
     return dx, dw
 
 
+def _project_dx(d_out, w_t, masks):
+    """The input gradient of ``_project`` alone, inside a loop: ``w_t`` is ``w.T``, made once outside.
+
+    XLA:CPU ran ``d @ w.T`` inside a loop ~25% slower than a product with a transposed copy.
+    """
+    if masks is None or masks.shape[0] == 1:
+        dx = jnp.matmul(d_out, w_t)
+        return dx if masks is None else dx * _lead(masks[0].astype(jnp.float32), dx)
+    m = masks.astype(jnp.float32)
+    w_g = w_t.reshape(m.shape[0], -1, w_t.shape[-1])  # (G, u, n)
+    return jnp.einsum("...bgu,gun,gbn->...bn", _gate_split(d_out, m.shape[0]), w_g, m)
+
+
 def _add_bias(a, b):
     """``a + b`` with the bias broadcast over the leading axes explicitly (no rank promotion)."""
     return a + b.astype(jnp.float32).reshape((1,) * (a.ndim - 1) + b.shape)
@@ -125,10 +143,23 @@ def _f32(a):
     return None if a is None else a.astype(jnp.float32)
 
 
+def _chunks(total, reverse):
+    """``[(start, stop), ...]`` in processing order: whole ``_CHUNK``-step blocks, then the rest."""
+    whole = total - total % _CHUNK
+    segments = [(0, whole), (whole, total)] if not reverse else [(total - whole, total), (0, total - whole)]
+    return [(lo, hi) for lo, hi in segments if hi > lo]
+
+
+def _blocked(a, lo, hi):
+    """``a[lo:hi]`` as ``(blocks, steps, ...)``: whole chunks, or one block for the remainder."""
+    if a is None:
+        return None
+    seg = a[lo:hi]
+    steps = _CHUNK if (hi - lo) % _CHUNK == 0 else hi - lo
+    return seg.reshape((hi - lo) // steps, steps, *seg.shape[1:])
+
+
 def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True):
-    gx = _project(xs, wt.w, drop.inputs)
-    if wt.b_in is not None:
-        gx = _add_bias(gx, wt.b_in)
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     state0 = jax.tree.map(lambda a: a.astype(jnp.float32), state0)
 
@@ -140,25 +171,46 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True):
         if m_t is not None:
             new = _where(m_t, new, state)
             y = jnp.where(m_t[:, None], y, jnp.zeros_like(y) if zero_output else prev_y)
-        return (new, y), ((y, hr, state, a, s) if save else (y,))  # residuals only for backward
+        if not save:
+            return (new, y), (y,)
+        pre = gx_t + hr if spec.additive else (gx_t, hr)  # what the backward's pointwise vjp needs
+        return (new, y), (y, pre, state, a, s)
 
-    def first_output(gx_t, state):  # the shape of y; gx[0] need not exist (T == 0)
+    def chunk(carry, inputs):  # the input projection of _CHUNK steps at once, kept in cache
+        x_k, m_k = inputs
+        gx_k = _project(x_k, wt.w, drop.inputs)
+        if wt.b_in is not None:
+            gx_k = _add_bias(gx_k, wt.b_in)
+        return jax.lax.scan(step, carry, (gx_k, m_k), reverse=reverse, unroll=True)
+
+    def first_output(x_t, state):  # the shape of y; xs[0] need not exist (T == 0)
+        gx_t = _project(x_t, wt.w, drop.inputs)
         hr, _, s = _recurrent(spec, wt, drop, u32, u2_32, gx_t, state)
         return spec.pointwise(gx_t, hr, state, s)[0]
 
-    step_spec = jax.ShapeDtypeStruct(gx.shape[1:], jnp.float32)
-    y0 = jnp.zeros(jax.eval_shape(first_output, step_spec, state0).shape, jnp.float32)
-    (final, _), saved = jax.lax.scan(step, (state0, y0), (gx, mask), reverse=reverse, unroll=_UNROLL)
-    return saved[0], final, (gx, *saved[1:])
+    x_spec = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+    carry = (state0, jnp.zeros(jax.eval_shape(first_output, x_spec, state0).shape, jnp.float32))
+    pieces = {}
+    for lo, hi in _chunks(xs.shape[0], reverse):
+        carry, out = jax.lax.scan(chunk, carry, (_blocked(xs, lo, hi), _blocked(mask, lo, hi)), reverse=reverse)
+        pieces[lo] = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+    if not pieces:  # T == 0: empty outputs with the step's shapes
+        gx_spec = jax.eval_shape(lambda x: _project(x, wt.w, drop.inputs), x_spec)
+        m_spec = None if mask is None else jax.ShapeDtypeStruct(mask.shape[1:], mask.dtype)
+        out = jax.eval_shape(step, carry, (gx_spec, m_spec))[1]
+        pieces[0] = jax.tree.map(lambda a: jnp.zeros((0, *a.shape), a.dtype), out)
+    saved = jax.tree.map(lambda *a: jnp.concatenate(a), *(pieces[lo] for lo in sorted(pieces)))
+    return saved[0], carry[0], tuple(saved[1:])
 
 
 def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
-    gx, hrs, prev_states, a_s, s_s = res
+    pre, prev_states, a_s, s_s = res
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
+    u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
 
     def step(carry, inputs):
         d_state, d_prev_y = carry
-        dy_t, gx_t, hr_t, state_prev, a_t, s_t, m_t = inputs
+        dy_t, pre_t, state_prev, s_t, m_t = inputs
         g = dy_t + d_prev_y
         if m_t is None:
             d_raw_y, d_raw_state, d_carry_y, d_skip = g, d_state, jnp.zeros_like(g), None
@@ -168,26 +220,33 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_carry_y = jnp.zeros_like(g) if zero_output else jnp.where(mm, 0.0, g)
             d_raw_state = _where(m_t, d_state, jax.tree.map(jnp.zeros_like, d_state))
             d_skip = _where(m_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
-        _, vjp = jax.vjp(spec.pointwise, gx_t, hr_t, state_prev, s_t)
-        d_gx, d_hr, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
+        if spec.additive:  # pre_t is gx_t + hr_t, and both get its gradient
+            _, vjp = jax.vjp(lambda z, st, s: spec.pointwise(z, 0.0, st, s), pre_t, state_prev, s_t)
+            d_gx, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
+            d_hr = d_gx
+        else:
+            gx_t, hr_t = pre_t
+            _, vjp = jax.vjp(spec.pointwise, gx_t, hr_t, state_prev, s_t)
+            d_gx, d_hr, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
         if spec.mid is not None:  # back through s = a @ u2 and a = mid(gx, hr, state)
-            d_a, _ = _project_grads(a_t, u2_32, drop.rec2, d_s)
+            d_a = _project_dx(d_s, u2_t, drop.rec2)
             _, vjp_mid = jax.vjp(spec.mid, gx_t, hr_t, state_prev)
             d_gx_mid, d_hr_mid, d_state_mid = vjp_mid(d_a)
             d_gx, d_hr = d_gx + d_gx_mid, d_hr + d_hr_mid
             d_state_pw = jax.tree.map(jnp.add, d_state_pw, d_state_mid)
-        d_h, _ = _project_grads(spec.rec_input(state_prev), u32, drop.rec, d_hr)
+        d_h = _project_dx(d_hr, u_t, drop.rec)
         _, vjp_in = jax.vjp(spec.rec_input, state_prev)
         (d_state_in,) = vjp_in(d_h)
         d_prev = jax.tree.map(jnp.add, d_state_pw, d_state_in)
         if d_skip is not None:
             d_prev = jax.tree.map(jnp.add, d_prev, d_skip)
-        return (d_prev, d_carry_y), (d_gx, d_hr, d_s)
+        return (d_prev, d_carry_y), (d_gx, None if spec.additive else d_hr, d_s)
 
     carry0 = (dfinal, jnp.zeros_like(dys[0]))
     (d_state0, _), (d_gx, d_hr, d_s) = jax.lax.scan(
-        step, carry0, (dys, gx, hrs, prev_states, a_s, s_s, mask), reverse=not reverse, unroll=_UNROLL
+        step, carry0, (dys, pre, prev_states, s_s, mask), reverse=not reverse, unroll=_UNROLL
     )
+    d_hr = d_gx if spec.additive else d_hr
     # The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
     _, du = _project_grads(jax.vmap(spec.rec_input)(prev_states), u32, drop.rec, d_hr)
     du2 = None if spec.mid is None else _project_grads(a_s, u2_32, drop.rec2, d_s)[1].astype(wt.u2.dtype)

@@ -33,7 +33,7 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
             h = recurrent_activation(o) * activation(c)
             return h, LSTMState(h=h, c=c)
 
-        return Spec(pointwise, _h)
+        return Spec(pointwise, _h, additive=True)
     if kind == "gru" and not reset_after:  # hr is h @ U[:, :2u]; s is (r * h) @ U_h
 
         def mid(gx, hr, state):
@@ -62,10 +62,10 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
         h = activation(gx + hr)
         return h, SimpleRNNState(h)
 
-    return Spec(pointwise, _h)
+    return Spec(pointwise, _h, additive=True)
 
 
-def eligible(cell: Cell, *, constants=None, unroll=False) -> tuple[bool, str]:
+def eligible(cell: Cell, *, constants=None, unroll=False, remat=False) -> tuple[bool, str]:
     """Whether ``cell`` can run fused with these arguments, and if not, why not."""
     config = cell.config
     if config is None:
@@ -76,6 +76,8 @@ def eligible(cell: Cell, *, constants=None, unroll=False) -> tuple[bool, str]:
         return False, "built-in cells take no constants"
     if unroll is True or (unroll is not False and unroll != 1):  # True == 1 in Python
         return False, f"unroll={unroll!r}: the fused path has its own loop"
+    if remat:
+        return False, "remat=True: the fused path keeps its own residuals; remat runs on the scan"
     return True, "eligible"
 
 
@@ -145,15 +147,20 @@ def run_fused(
     return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
 
 
-def choose(cell: Cell, use_fused="auto", *, constants=None, unroll=False) -> tuple[bool, str]:
+# Backends where bench/cpu.py measured the fused path at least as fast as the scan.
+_MEASURED_FASTER = frozenset({"cpu"})
+
+
+def choose(cell: Cell, use_fused="auto", *, constants=None, unroll=False, remat=False) -> tuple[bool, str]:
     """The path for ``use_fused`` ('auto', True or False): ``(fused, reason)``; never raises.
 
-    'auto' takes the fused path only where it was measured faster than the scan; on the CPU it
-    was not (bench/results/cpu.md), and no GPU measurement exists yet, so 'auto' runs the scan.
+    'auto' takes the fused path where it was measured at least as fast as the scan: on the CPU
+    (bench/results/cpu.md). No GPU or TPU measurement exists yet, so there 'auto' runs the scan,
+    except for the CuDNN cells, which always run fused.
     """
     if use_fused is False:
         return False, "use_fused=False"
-    ok, reason = eligible(cell, constants=constants, unroll=unroll)
+    ok, reason = eligible(cell, constants=constants, unroll=unroll, remat=remat)
     if use_fused is True:
         return ok, reason
     if use_fused != "auto":
@@ -162,4 +169,7 @@ def choose(cell: Cell, use_fused="auto", *, constants=None, unroll=False) -> tup
         return False, reason
     if cell.config.get("fused_only"):
         return True, "auto: the CuDNN cells run on the fused path"
-    return False, "auto: the fused path is not measured faster than the scan on this backend"
+    backend = jax.default_backend()
+    if backend in _MEASURED_FASTER:
+        return True, f"auto: the fused path is the faster one on {backend}"
+    return False, f"auto: the fused path is not measured against the scan on {backend}"

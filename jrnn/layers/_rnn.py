@@ -129,13 +129,11 @@ def rnn(
 
     if use_cudnn is not None:
         use_fused = use_cudnn
-    fused, reason = choose(cell, use_fused, constants=constants, unroll=unroll)
+    fused, reason = choose(cell, use_fused, constants=constants, unroll=unroll, remat=remat)
     if use_fused is True and not fused:
         raise ValueError(message("use_fused", "False or 'auto' for this configuration", f"True, but {reason}"))
     if use_fused not in ("auto", True, False):
         raise ValueError(message("use_fused", "'auto', True or False", repr(use_fused)))
-    if fused and remat:
-        raise ValueError(message("use_fused", "False with remat=True (the fused path keeps its own residuals)", "True"))
 
     step, masks = cell.step, None
     if training and cell.dropout_masks is not None:
