@@ -1,9 +1,10 @@
 """The fused recurrence, cuDNN's split of the work, shared by the LSTM and GRU kernels.
 
-Forward: the input projection of every step is one large matmul (``gx``); the loop does only the
-recurrent matmul and the gate math. Backward (``custom_vjp``): a reverse-time loop turns output and
-state gradients into pre-activation gradients (``dgx``, ``dhr``) with one small matmul per step;
-the weight, bias and input gradients are then large matmuls over all steps.
+Forward: the input projection is one matmul per block of ``_CHUNK`` steps (``gx``), taken out of
+the per-step chain; each step does only the recurrent matmul and the gate math. Backward
+(``custom_vjp``): a reverse-time loop turns output and state gradients into pre-activation
+gradients (``dgx``, ``dhr``) with one small matmul per step; the weight, bias and input gradients
+are then large matmuls over all steps.
 
 A kernel supplies ``pointwise(gx_t, hr_t, state, s_t) -> (y, new_state)``, the gate math after the
 matmuls, and ``rec_input(state) -> h``, the recurrent matmul's input. A cell whose second
