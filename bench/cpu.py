@@ -16,13 +16,13 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import _report  # bench/ is on the path when a script here runs
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,10 +175,6 @@ def bench(kind, size, repeats):
     return {key: (statistics.median(v), first[key]) for key, v in times.items()}
 
 
-def _git_head() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", help="batch,time,input,units (default: the issue's three sizes)")
@@ -196,7 +192,7 @@ def main():
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         f"Versions: jax {jax.__version__}, jrnn {jrnn.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), python {platform.python_version()}",
-        f"Git: {_git_head()}",
+        f"Git: {_report.git_head()}",
         "",
         f"Median of {args.repeats} interleaved runs, milliseconds; first call (trace + compile + run) in brackets.",
         "",
@@ -217,14 +213,7 @@ def main():
                 (f, f0), (b, b0) = results[(name, "fwd")], results[(name, "fwd+bwd")]
                 lines.append(f"| {name} | {1e3 * f:.1f} [{f0:.1f} s] | {1e3 * b:.1f} [{b0:.1f} s] | {b / f:.2f} |")
             lines.append("")
-    text = "\n".join(lines)
-    if args.out == "-":
-        print(text)
-    else:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-        print(text)
+    _report.write(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
+import _report  # bench/ is on the path when a script here runs
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,10 +237,6 @@ def _measure_torch(layer, x, device, ref, training, repeats):
     return t_f, t_b, mem, err
 
 
-def _git_head() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on any backend")
@@ -255,7 +251,7 @@ def main():
         f"Command: `{' '.join(['python', *sys.argv])}` (from the repository root)",
         f"Device: {device.device_kind} ({jax.default_backend()}); host {platform.machine()}, {os.cpu_count()} cores",
         f"Versions: jax {jax.__version__}, jrnn {jrnn.__version__}, python {platform.python_version()}",
-        f"Git: {_git_head()}",
+        f"Git: {_report.git_head()}",
         "",
         "Median milliseconds after warm-up; us/step is the forward divided by the sequence length;",
         "memory is the forward+backward peak (forward only for inference rows); error is the largest",
@@ -278,14 +274,7 @@ def main():
                 f"| {name} | {1e3 * t_f:.3f} | {per_step:.2f} | {1e3 * t_b:.3f} | {mem / 2**20:.1f} | {err:.2e} |"
             )
         lines.append("")
-    text = "\n".join(lines)
-    if args.out == "-":
-        print(text)
-    else:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-        print(text)
+    _report.write(lines, args.out)
 
 
 if __name__ == "__main__":
