@@ -89,26 +89,20 @@ def _project(x, w, masks):
     return out.reshape(*out.shape[:-2], -1)
 
 
-def _project_grads(x, w, masks, d_out):
-    """Gradients of ``_project`` w.r.t. ``x`` and ``w`` for output gradient ``d_out`` (f32)."""
+def _project_dw(x, masks, d_out):
+    """The weight gradient of ``_project`` for output gradient ``d_out``, over all leading axes (f32)."""
     batch_axes = "tb" if x.ndim == 3 else "b"
-    xf, wf = x.astype(jnp.float32), w.astype(jnp.float32)
+    xf = x.astype(jnp.float32)
     if masks is None or masks.shape[0] == 1:
-        m0 = None if masks is None else _lead(masks[0].astype(jnp.float32), xf)
-        xm = xf if m0 is None else xf * m0
-        dw = jnp.einsum(f"{batch_axes}n,{batch_axes}g->ng", xm, d_out)
-        dx = d_out @ wf.T
-        return (dx if m0 is None else dx * m0), dw
+        xm = xf if masks is None else xf * _lead(masks[0].astype(jnp.float32), xf)
+        return jnp.einsum(f"{batch_axes}n,{batch_axes}g->ng", xm, d_out)
     m = masks.astype(jnp.float32)
     d_g = _gate_split(d_out, m.shape[0])  # (..., B, G, u)
-    w_g = _gate_split(wf, m.shape[0])  # (n, G, u)
-    dw = jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(wf.shape)
-    dx = jnp.einsum(f"{batch_axes}gu,ngu,gbn->{batch_axes}n", d_g, w_g, m)
-    return dx, dw
+    return jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(x.shape[-1], -1)
 
 
 def _project_dx(d_out, w_t, masks):
-    """The input gradient of ``_project`` alone, inside a loop: ``w_t`` is ``w.T``, made once outside.
+    """The input gradient of ``_project``; ``w_t`` is ``w.T`` in float32, made once outside loops.
 
     XLA:CPU ran ``d @ w.T`` inside a loop ~25% slower than a product with a transposed copy.
     """
@@ -249,9 +243,10 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     )
     d_hr = d_gx if spec.additive else d_hr
     # The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
-    _, du = _project_grads(jax.vmap(spec.rec_input)(prev_states), u32, drop.rec, d_hr)
-    du2 = None if spec.mid is None else _project_grads(a_s, u2_32, drop.rec2, d_s)[1].astype(wt.u2.dtype)
-    dxs, dw = _project_grads(xs, wt.w, drop.inputs, d_gx)
+    du = _project_dw(jax.vmap(spec.rec_input)(prev_states), drop.rec, d_hr)
+    du2 = None if spec.mid is None else _project_dw(a_s, drop.rec2, d_s).astype(wt.u2.dtype)
+    dw = _project_dw(xs, drop.inputs, d_gx)
+    dxs = _project_dx(d_gx, _f32(wt.w).T, drop.inputs)
     db_in = None if wt.b_in is None else jnp.sum(d_gx, axis=(0, 1)).astype(wt.b_in.dtype)
     db_rec = None if wt.b_rec is None else jnp.sum(d_hr, axis=(0, 1)).astype(wt.b_rec.dtype)
     d_wt = Weights(dw.astype(wt.w.dtype), du.astype(wt.u.dtype), du2, db_in, db_rec)
