@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._dropout import DropoutMasks
+from jrnn._errors import message
 from jrnn._masking import check_mask
 from jrnn._types import Cell
 from jrnn.cells import GRUState, LSTMState, SimpleRNNState
 from jrnn.kernels._engine import Dropout, Spec, Weights, fused
+from jrnn.kernels._pallas import _Static, pallas_eligible, pallas_fused
 
 
 def _h(state):
@@ -92,12 +94,19 @@ def run_fused(
     time_major: bool = False,
     zero_output_for_mask: bool = False,
     dropout: DropoutMasks | None = None,
+    kernel: str = "auto",
+    interpret: bool = False,
 ):
     """``jrnn.run(cell.step, ...)`` computed by the fused kernel: ``(ys, final_state)``.
 
     ``xs`` is ``(batch, time, features)`` (``(time, batch, features)`` with ``time_major``); the
     gate math and states are float32 whatever the input dtype (bf16 inputs: float32
     accumulation), and results come back in the input dtype.
+
+    ``kernel`` picks the recurrence loop: ``'xla'`` (runs everywhere), ``'pallas'`` (the persistent
+    Mosaic GPU kernel, NVIDIA Hopper only; its ``h @ U`` has bf16 operands, see
+    ``jrnn.kernels._pallas``) or ``'auto'`` (see ``choose_kernel``). ``interpret=True`` runs the
+    Pallas kernel in the Mosaic GPU interpreter on any backend, slowly: for tests and debugging.
 
     Example:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -111,6 +120,8 @@ def run_fused(
     ok, reason = eligible(cell)
     if not ok:
         raise ValueError(f"The fused path cannot run this cell: {reason}.")
+    if kernel not in ("auto", "xla", "pallas"):
+        raise ValueError(message("kernel", "'auto', 'xla' or 'pallas'", repr(kernel)))
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         layout = "(time, batch, features)" if time_major else "(batch, time, features)"
@@ -126,7 +137,7 @@ def run_fused(
     spec = _spec(config["kind"], config["activation"], config.get("recurrent_activation"), not two_stage)
     if "to_plain" in config:  # the CuDNN cells: their weights as the plain cell's
         params = config["to_plain"](params)
-    kernel, rec_kernel = params.kernel.astype(xs.dtype), params.recurrent_kernel.astype(xs.dtype)
+    w_in, rec_kernel = params.kernel.astype(xs.dtype), params.recurrent_kernel.astype(xs.dtype)
     b_in, b_rec = params.bias, None
     if config["kind"] == "gru" and config["reset_after"] and params.bias is not None:
         b_in, b_rec = params.bias[0], params.bias[1]
@@ -134,17 +145,61 @@ def run_fused(
     rec, rec2 = d.recurrent, None
     if two_stage:  # U = [U_z | U_r] for h, then U_h for r * h, each with its own dropout mask
         units = rec_kernel.shape[0]
-        wt = Weights(kernel, rec_kernel[:, : 2 * units], rec_kernel[:, 2 * units :], b_in, b_rec)
+        wt = Weights(w_in, rec_kernel[:, : 2 * units], rec_kernel[:, 2 * units :], b_in, b_rec)
         if rec is not None:
             rec, rec2 = (rec[:2], rec[2:]) if rec.shape[0] == 3 else (rec, rec)
     else:
-        wt = Weights(kernel, rec_kernel, None, b_in, b_rec)
-    ys, final = fused(
-        spec, bool(reverse), bool(zero_output_for_mask), wt, xs_t, state, mask, Dropout(d.inputs, rec, rec2)
-    )
+        wt = Weights(w_in, rec_kernel, None, b_in, b_rec)
+    drop = Dropout(d.inputs, rec, rec2)
+    use_pallas, reason = choose_kernel(cell, rec_kernel.shape[0], kernel, dropout=dropout, interpret=interpret)
+    if kernel == "pallas" and not use_pallas:
+        raise ValueError(f"kernel='pallas' cannot run here: {reason}.")
+    if use_pallas and xs_t.shape[0] > 0:
+        act, rec_act = config["activation"], config["recurrent_activation"]
+        static = _Static(spec, config["kind"], act, rec_act, bool(reverse), bool(zero_output_for_mask), interpret)
+        ys, final = pallas_fused(static, wt, xs_t, state, mask, drop)
+    else:
+        ys, final = fused(spec, bool(reverse), bool(zero_output_for_mask), wt, xs_t, state, mask, drop)
     ys = ys.astype(xs.dtype)
     final = jax.tree.map(lambda a: a.astype(xs.dtype), final)
     return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
+
+
+# GPUs (compute capability) where bench/gpu.py measured the Pallas kernel at least as fast as the
+# XLA fused loop. None yet: no session has had a GPU since the kernel was written.
+_PALLAS_MEASURED_FASTER: frozenset[str] = frozenset()
+
+
+def _device_capability() -> str | None:
+    """The default device's CUDA compute capability (``'9.0'``), or ``None`` off NVIDIA GPUs."""
+    device = jax.devices()[0]
+    return getattr(device, "compute_capability", None) if device.platform == "gpu" else None
+
+
+def choose_kernel(cell: Cell, units: int, kernel="auto", *, dropout=None, interpret=False) -> tuple[bool, str]:
+    """Whether the fused path's loop is the Pallas kernel (``True``) or XLA's, and why; never raises.
+
+    ``kernel='pallas'`` asks for it (the answer says why not where it cannot run), ``'xla'``
+    declines it, and ``'auto'`` takes it where it was measured faster: on no GPU yet.
+    """
+    if kernel == "xla":
+        return False, "kernel='xla'"
+    if kernel not in ("auto", "pallas"):
+        return False, f"kernel must be 'auto', 'xla' or 'pallas', not {kernel!r}"
+    rec_dropout = dropout is not None and dropout.recurrent is not None
+    ok, reason = pallas_eligible(cell.config, units, recurrent_dropout=rec_dropout)
+    if not ok:
+        return False, reason
+    if not interpret:
+        capability = _device_capability()
+        if capability is None or float(capability) < 9.0:
+            kind = jax.devices()[0].device_kind
+            return False, f"the Pallas kernel needs an NVIDIA Hopper GPU (sm_90); the device is {kind}"
+        if kernel == "auto" and capability not in _PALLAS_MEASURED_FASTER:
+            return False, f"auto: the Pallas kernel is not measured against the XLA loop on sm_{capability}"
+    elif kernel == "auto":
+        return False, "auto: interpret=True runs the Pallas kernel only when asked for (kernel='pallas')"
+    return True, "pallas"
 
 
 # Backends where bench/cpu.py measured the fused path at least as fast as the scan.

@@ -1,0 +1,193 @@
+"""The Pallas (Mosaic GPU) kernel: in the Mosaic GPU interpreter against jrnn.run, and lowered for CUDA.
+
+CI has no GPU. The interpreter runs the kernel's shared-memory copies, barriers and tensor-core
+products on the CPU with race detection; lowering for CUDA checks what the interpreter accepts
+but the real compiler would not (TMA box sizes, swizzles, layouts). The kernel's ``h @ U`` has
+bf16 operands, so values agree with the float32 scan to bf16 accuracy, not float32's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import make_mask
+
+import jrnn
+from jrnn.kernels import _pallas
+
+CELLS = {
+    "lstm": lambda u, **kw: jrnn.cells.lstm(u, recurrent_activation="sigmoid", **kw),
+    "lstm_keras2": lambda u, **kw: jrnn.cells.lstm(u, **kw),  # hard_sigmoid
+    "gru": lambda u, **kw: jrnn.cells.gru(u, reset_after=True, recurrent_activation="sigmoid", **kw),
+}
+# (batch, time, n_in, units): size 1; non-powers of two; two CTAs and two 64-unit blocks per gate.
+SIZES = [(1, 1, 1, 1), (3, 7, 5, 6), (20, 4, 3, 70)]
+# The products round h and U to bf16 (8 bits of mantissa): ~1e-3 per step at these sizes.
+BF16_PRODUCT_TOL = 5e-3
+
+
+def _setup(kind, size, seed=0, **kw):
+    batch, steps, n_in, units = size
+    cell = CELLS[kind](units, **kw)
+    keys = jax.random.split(jax.random.key(seed), 4)
+    params = jax.tree.map(lambda a: 0.3 * jax.random.normal(keys[0], a.shape), cell.init_params(keys[1], n_in))
+    # U at the scale of Keras' orthogonal initializer, so that the bf16 error does not grow with units.
+    params = params._replace(recurrent_kernel=params.recurrent_kernel * (3.0 / np.sqrt(units)))
+    state = jax.tree.map(lambda a: 0.5 * jax.random.normal(keys[2], a.shape), cell.init_state((batch,)))
+    xs = jax.random.normal(keys[3], (batch, steps, n_in))
+    return cell, params, state, xs
+
+
+def _loss(fn):
+    def loss(p, s, xs):
+        ys, final = fn(p, s, xs)
+        weights = jnp.cos(jnp.arange(ys.size, dtype=jnp.float32)).reshape(ys.shape)  # distinct per output
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
+
+    return loss
+
+
+def _assert_close(got, want, tol):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=tol, rtol=tol), got, want)
+
+
+def _compare(cell, params, state, xs, tol=BF16_PRODUCT_TOL, **kwargs):
+    ref = lambda p, s, xs: jrnn.run(cell.step, p, s, xs, **kwargs)  # noqa: E731
+    got = lambda p, s, xs: jrnn.kernels.run_fused(cell, p, s, xs, kernel="pallas", interpret=True, **kwargs)  # noqa: E731
+    _assert_close(got(params, state, xs), ref(params, state, xs), tol)
+    races = _interpreter_races()
+    g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)
+    g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
+    scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
+    _assert_close(g_got, g_ref, 2 * tol * max(scale, 1.0))
+    assert not races, "the Mosaic GPU interpreter detected a race"
+
+
+def _interpreter_races():
+    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
+
+    return interpret_pallas_call.get_races().races_found
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True)])
+def test_pallas_matches_the_scan(kind, size, pattern, reverse):
+    cell, params, state, xs = _setup(kind, size)
+    mask = make_mask(pattern, *xs.shape[:2])
+    _compare(cell, params, state, xs, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
+
+
+@pytest.mark.parametrize("pattern", ["right", "left"])
+def test_padding_masks(pattern):
+    cell, params, state, xs = _setup("lstm", (5, 6, 3, 9))
+    _compare(cell, params, state, xs, mask=jnp.asarray(make_mask(pattern, 5, 6)))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_zero_output_time_major_and_no_bias(kind):
+    cell, params, state, xs = _setup(kind, (4, 5, 3, 7), use_bias=False)
+    mask = jnp.asarray(make_mask("holes", 4, 5)).T
+    xs = jnp.swapaxes(xs, 0, 1)
+    _compare(cell, params, state, xs, mask=mask, time_major=True, zero_output_for_mask=True)
+
+
+def test_bf16_inputs_stay_close_to_float32():
+    cell, params, state, xs = _setup("lstm", (3, 6, 4, 10))
+    run = lambda p, s, x: jrnn.kernels.run_fused(cell, p, s, x, kernel="pallas", interpret=True)  # noqa: E731
+    bf16 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)  # noqa: E731
+    ys, final = run(bf16(params), bf16(state), bf16(xs))
+    assert ys.dtype == jnp.bfloat16 and final.c.dtype == jnp.bfloat16
+    ref, _ = jrnn.run(cell.step, params, state, xs)
+    np.testing.assert_allclose(ys.astype(jnp.float32), ref, atol=3e-2)
+
+
+def test_vmap_over_a_leading_axis():
+    cell, params, state, xs = _setup("gru", (2, 4, 3, 5))
+    xs2 = jnp.stack([xs, -xs])
+    run = lambda x: jrnn.kernels.run_fused(cell, params, state, x, kernel="pallas", interpret=True)  # noqa: E731
+    got = jax.vmap(run)(xs2)
+    want = jax.vmap(lambda x: jrnn.run(cell.step, params, state, x))(xs2)
+    _assert_close(got, want, BF16_PRODUCT_TOL)
+
+
+def test_no_time_steps_runs_the_xla_loop():
+    cell, params, state, xs = _setup("lstm", (2, 0, 3, 4))
+    ys, final = jrnn.kernels.run_fused(cell, params, state, xs, kernel="pallas", interpret=True)
+    assert ys.shape == (2, 0, 4)
+    _assert_close(final, state, 0.0)
+
+
+# Lowering for CUDA: every shape bucket (units padded to 64 or 128, with and without a mask, both
+# directions, float32 and bf16 inputs) and the backward, on this CPU-only machine.
+@pytest.fixture
+def hopper(monkeypatch):
+    """The dispatch asks the device for sm_90; lowering for CUDA needs no GPU, so it is told so."""
+    from jrnn.kernels import _fused
+
+    monkeypatch.setattr(_fused, "_device_capability", lambda: "9.0")
+
+
+def _lower_for_cuda(cell, params, state, xs, mask=None, reverse=False, grad=False):
+    def run(p, x):
+        return jrnn.kernels.run_fused(cell, p, state, x, mask=mask, reverse=reverse, kernel="pallas")
+
+    fn = jax.grad(lambda p, x: jnp.sum(run(p, x)[0].astype(jnp.float32)), (0, 1)) if grad else run
+    return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("units", [5, 64, 100, 128])
+@pytest.mark.parametrize("masked, reverse, dtype", [(True, False, "float32"), (False, True, "bfloat16")])
+def test_lowers_for_cuda(hopper, kind, units, masked, reverse, dtype):
+    cell, params, state, xs = _setup(kind, (33, 7, 11, units))
+    params, state, xs = jax.tree.map(lambda a: a.astype(dtype), (params, state, xs))
+    mask = jnp.asarray(make_mask("holes", 33, 7)) if masked else None
+    text = _lower_for_cuda(cell, params, state, xs, mask=mask, reverse=reverse)
+    assert "mosaic_gpu" in text
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_backward_lowers_for_cuda(hopper, kind):
+    cell, params, state, xs = _setup(kind, (17, 5, 3, 40))
+    assert "mosaic_gpu" in _lower_for_cuda(cell, params, state, xs, mask=jnp.ones((17, 5), bool), grad=True)
+
+
+@pytest.mark.parametrize("activation", sorted(f.__name__ for f in _pallas._LOWERABLE))
+def test_every_lowerable_activation_lowers(hopper, activation):
+    cell, params, state, xs = _setup(
+        "lstm_keras2", (4, 3, 2, 8), activation=activation, recurrent_activation=activation
+    )
+    assert "mosaic_gpu" in _lower_for_cuda(cell, params, state, xs)
+
+
+@pytest.mark.parametrize(
+    "cell, units, dropout, reason",
+    [
+        (jrnn.cells.lstm(129), 129, None, "hidden size 129 exceeds the on-chip limit of 128 units"),
+        (jrnn.cells.lstm(8, activation="elu"), 8, None, "activation='elu' has no Mosaic GPU lowering"),
+        (jrnn.cells.gru(8), 8, None, "reset_after=False runs on the XLA fused path"),
+        (jrnn.cells.simple_rnn(8), 8, None, "LSTM and GRU cells only"),
+        (jrnn.cells.lstm(8, recurrent_dropout=0.5), 8, "recurrent", "recurrent dropout is not in the Pallas kernel"),
+    ],
+)
+def test_ineligible_configurations_say_why(cell, units, dropout, reason):
+    masks = None
+    if dropout:
+        masks = cell.dropout_masks(jax.random.key(0), cell.init_params(jax.random.key(1), 3), (2,))
+    ok, why = jrnn.kernels.choose_kernel(cell, units, "pallas", dropout=masks, interpret=True)
+    assert not ok and reason in why
+
+
+def test_dispatch_reasons_and_errors():
+    cell, params, state, xs = _setup("lstm", (2, 3, 3, 4))
+    assert jrnn.kernels.choose_kernel(cell, 4, "xla") == (False, "kernel='xla'")
+    ok, why = jrnn.kernels.choose_kernel(cell, 4, "auto")
+    assert not ok and ("needs an NVIDIA Hopper GPU" in why or "not measured" in why)
+    if jax.default_backend() == "cpu":
+        with pytest.raises(ValueError, match="kernel='pallas' cannot run here: the Pallas kernel needs an NVIDIA"):
+            jrnn.kernels.run_fused(cell, params, state, xs, kernel="pallas")
+    with pytest.raises(ValueError, match=r"`kernel` must be 'auto', 'xla' or 'pallas'\. Received: 'cuda'"):
+        jrnn.kernels.run_fused(cell, params, state, xs, kernel="cuda")
