@@ -1,4 +1,4 @@
-"""GPU benchmark of LSTM/GRU layers: jrnn (scan, XLA fused) against cuDNN, on one device.
+"""GPU benchmark of LSTM/GRU layers: jrnn (scan, XLA fused, Pallas) against cuDNN, on one device.
 
 Peers: PyTorch ``nn.LSTM`` / ``nn.GRU`` on cuDNN (fp16 and bf16) and ``jax.experimental.rnn.lstm``
 (cuDNN through XLA, fp32). Every implementation gets the same weights (jrnn's Keras layout,
@@ -14,7 +14,8 @@ calls (no device-event API; dispatch is amortised over the batch). Peak memory: 
     python bench/gpu.py                   # the issue's matrix, writes bench/results/gpu.md
     python bench/gpu.py --smoke --out -   # tiny sizes, any backend: checks that the script runs
 
-The Pallas kernel (issue 6) is not written yet; when ``jrnn.kernels`` gains it, add it to IMPLS.
+The Pallas row runs ``jrnn.kernels.run_fused(..., kernel="pallas")`` where ``choose_kernel`` allows
+it (NVIDIA Hopper, units <= 128); elsewhere the script prints the reason and leaves the row out.
 """
 
 from __future__ import annotations
@@ -112,6 +113,20 @@ def jrnn_impl(kind, params, cell, dtype, use_fused):
     return forward, p
 
 
+def pallas_impl(kind, params, cell, dtype, units):
+    """The persistent Pallas kernel through ``run_fused``; ``None`` (with the reason) where it cannot run."""
+    ok, reason = jrnn.kernels.choose_kernel(cell, units, "pallas")
+    if not ok:
+        print(f"  skip jrnn Pallas: {reason}", file=sys.stderr)
+        return None
+
+    def forward(params, x):
+        state = jax.tree.map(lambda a: a.astype(x.dtype), cell.init_state(x.shape[:1]))
+        return jrnn.kernels.run_fused(cell, params, state, x, kernel="pallas")[0]
+
+    return forward, jax.tree.map(lambda a: a.astype(dtype), params)
+
+
 def jax_cudnn_impl(kind, params, dtype):
     """``jax.experimental.rnn.lstm``: cuDNN's flat weights (W_ih, W_hh, b_ih, b_hh; gates i, f, g, o)."""
     if kind != "lstm" or jax.default_backend() != "gpu":
@@ -188,6 +203,7 @@ def bench_one(config, repeats, inner):
     jax_impls = {
         "jrnn scan": jrnn_impl(kind, params, cell, dtype, False),
         "jrnn fused (XLA)": jrnn_impl(kind, params, cell, dtype, True),
+        "jrnn Pallas": pallas_impl(kind, params, cell, dtype, units),
         "jax.experimental.rnn (cuDNN, fp32)": jax_cudnn_impl(kind, params, "float32"),
     }
     for name, impl in jax_impls.items():
