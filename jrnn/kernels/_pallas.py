@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jrnn import activations
 from jrnn.cells import GRUState, LSTMState
@@ -101,7 +100,7 @@ def _stages(kind, units, masked):
     return max(fits) if fits else 0
 
 
-def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False, masked: bool = True) -> tuple[bool, str]:
+def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False) -> tuple[bool, str]:
     """Whether the Pallas kernel can run a cell with this ``config``, and if not, why not."""
     if config is None or config.get("kind") not in ("lstm", "gru"):
         return False, "the Pallas kernel runs LSTM and GRU cells only"
@@ -114,7 +113,7 @@ def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False, mask
         return False, f"hidden size {units} exceeds the on-chip limit of {_MAX_UNITS} units per CTA"
     if recurrent_dropout:
         return False, "recurrent dropout is not in the Pallas kernel; it runs on the XLA fused path"
-    if not _stages(config["kind"], units, masked):  # pragma: no cover - every size up to _MAX_UNITS fits
+    if not _stages(config["kind"], units, masked=True):  # pragma: no cover - every size up to _MAX_UNITS fits
         return False, f"hidden size {units} does not fit in shared memory"
     return True, "eligible"
 
@@ -357,10 +356,9 @@ def _pallas_fwd(st, wt, xs, state0, mask, drop):
 
 def _pallas_bwd(st, saved, cotangents):
     wt, xs, state0, mask, drop, gx, hs, cs = saved
-    state0 = jax.tree.map(lambda a: a.astype(jnp.float32), state0)
 
     def previous(per_step, first):  # the state each step started from, in time order
-        first = first[None]
+        first = first[None].astype(jnp.float32)
         if st.reverse:
             return jnp.concatenate([per_step[1:], first])
         return jnp.concatenate([first, per_step[:-1]])
@@ -374,12 +372,8 @@ def _pallas_bwd(st, saved, cotangents):
     if wt.b_rec is not None:
         hr = _engine._add_bias(hr, wt.b_rec)
     pre = gx + hr if st.spec.additive else (gx, hr)
-    res = (pre, prev, None, None)
-    dys, dfinal = cotangents
-    d_wt, dxs, d_state0 = _engine._backward(st.spec, st.reverse, st.zero_output, wt, xs, mask, drop, res, dys, dfinal)
-    d_state0 = jax.tree.map(lambda d, s: d.astype(s.dtype), d_state0, saved[2])
-    d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
-    return d_wt, dxs, d_state0, d_mask, jax.tree.map(jnp.zeros_like, drop)
+    engine_saved = (wt, xs, state0, mask, drop, (pre, prev, None, None))
+    return _engine._fused_bwd(st.spec, st.reverse, st.zero_output, engine_saved, cotangents)
 
 
 pallas_fused.defvjp(_pallas_fwd, _pallas_bwd)
