@@ -242,15 +242,31 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
         step, carry0, (dys, pre, prev_states, s_s, mask), reverse=not reverse, unroll=_UNROLL
     )
     d_hr = d_gx if spec.additive else d_hr
-    # The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
-    du = _project_dw(jax.vmap(spec.rec_input)(prev_states), drop.rec, d_hr)
-    du2 = None if spec.mid is None else _project_dw(a_s, drop.rec2, d_s).astype(wt.u2.dtype)
+    return (*_weight_grads(wt, xs, drop, jax.vmap(spec.rec_input)(prev_states), a_s, d_gx, d_hr, d_s), d_state0)
+
+
+def _weight_grads(wt, xs, drop, prev_h, a_s, d_gx, d_hr, d_s):
+    """The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
+
+    ``d_gx`` and ``d_hr`` are the gradients of ``x @ w + b_in`` and ``h @ u + b_rec`` at every step,
+    ``prev_h`` the matmul's input ``h`` (``(T, B, units)``); ``a_s``/``d_s`` the same for ``a @ u2``.
+    Returns ``(d_wt, dxs)`` in the weights' and inputs' dtypes.
+    """
+    du = _project_dw(prev_h, drop.rec, d_hr)
+    du2 = None if wt.u2 is None else _project_dw(a_s, drop.rec2, d_s).astype(wt.u2.dtype)
     dw = _project_dw(xs, drop.inputs, d_gx)
     dxs = _project_dx(d_gx, _f32(wt.w).T, drop.inputs)
     db_in = None if wt.b_in is None else jnp.sum(d_gx, axis=(0, 1)).astype(wt.b_in.dtype)
     db_rec = None if wt.b_rec is None else jnp.sum(d_hr, axis=(0, 1)).astype(wt.b_rec.dtype)
     d_wt = Weights(dw.astype(wt.w.dtype), du.astype(wt.u.dtype), du2, db_in, db_rec)
-    return d_wt, dxs.astype(xs.dtype), d_state0
+    return d_wt, dxs.astype(xs.dtype)
+
+
+def primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0):
+    """The cotangents of ``fused``'s differentiable arguments ``(wt, xs, state0, mask, drop)``."""
+    d_state0 = jax.tree.map(lambda d, s: d.astype(s.dtype), d_state0, state0)
+    d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)  # masks are constants
+    return d_wt, dxs, d_state0, d_mask, jax.tree.map(jnp.zeros_like, drop)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -269,9 +285,7 @@ def _fused_bwd(spec, reverse, zero_output, saved, cotangents):
     wt, xs, state0, mask, drop, res = saved
     dys, dfinal = cotangents
     d_wt, dxs, d_state0 = _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal)
-    d_state0 = jax.tree.map(lambda d, s: d.astype(s.dtype), d_state0, state0)
-    d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)  # masks are constants
-    return d_wt, dxs, d_state0, d_mask, jax.tree.map(jnp.zeros_like, drop)
+    return primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0)
 
 
 fused.defvjp(_fused_fwd, _fused_bwd)
