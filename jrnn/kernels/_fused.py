@@ -103,10 +103,11 @@ def run_fused(
     gate math and states are float32 whatever the input dtype (bf16 inputs: float32
     accumulation), and results come back in the input dtype.
 
-    ``kernel`` picks the recurrence loop: ``'xla'`` (runs everywhere), ``'pallas'`` (the persistent
-    Mosaic GPU kernel, NVIDIA Hopper only; its ``h @ U`` has bf16 operands, see
-    ``jrnn.kernels._pallas``) or ``'auto'`` (see ``choose_kernel``). ``interpret=True`` runs the
-    Pallas kernel in the Mosaic GPU interpreter on any backend, slowly: for tests and debugging.
+    ``kernel`` picks the recurrence loops: ``'xla'`` (runs everywhere), ``'pallas'`` (persistent
+    Mosaic GPU kernels forward and backward, NVIDIA Hopper only; their recurrent products have
+    bf16 operands, see ``jrnn.kernels._pallas``) or ``'auto'`` (see ``choose_kernel``).
+    ``interpret=True`` runs the Pallas kernels in the Mosaic GPU interpreter on any backend,
+    slowly: for tests and debugging.
 
     Example:
       >>> import jax, jax.numpy as jnp, jrnn

@@ -1,10 +1,10 @@
-"""A persistent LSTM / reset-after GRU forward kernel for NVIDIA Hopper GPUs (Pallas, Mosaic GPU).
+"""Persistent LSTM / reset-after GRU kernels for NVIDIA Hopper GPUs (Pallas, Mosaic GPU).
 
-One CTA owns ``_BT`` batch columns for all timesteps. The recurrent weight ``U`` is copied into
-shared memory once; each step is, per block of 64 units, one tensor-core product per gate
-(``U^T[gate, units] @ h^T``, bf16 operands, float32 accumulation) plus the gate math in float32,
-with ``c`` and ``h`` carried in registers. The problem is transposed (units are the rows, batch the
-columns) so that the batch tile can be 16 wide: the tensor core's M is 64, N can be 8..256.
+Forward: one CTA owns ``_BT`` batch columns for all timesteps. The recurrent weight ``U`` is
+copied into shared memory once; each step is, per block of 64 units, one tensor-core product per
+gate (``U^T[gate, units] @ h^T``, bf16 operands, float32 accumulation) plus the gate math in
+float32, with ``c`` and ``h`` carried in registers. The problem is transposed (units are the rows,
+batch the columns) so that the batch tile can be 16 wide: the tensor core's M is 64, N can be 8..256.
 
 Roughly this, per CTA::
 
@@ -16,17 +16,21 @@ Roughly this, per CTA::
             h[k], c[k] = gate math, masked steps keep the state
         h_smem = bf16(h); hs[t], cs[t] = h, c       # TMA store
 
-The input projection ``gx`` is XLA's (one large matmul, cuDNN's split). The backward is the XLA
-fused engine's (``_engine._backward``): this module recomputes its residuals from the saved
-states with one large matmul, so the forward keeps no per-gate activations. A backward kernel
-is future work.
+Backward (cuDNN's split, under the kernel's ``custom_vjp``): XLA recomputes the pre-activations
+from the saved states with one large matmul (``gx + h_prev @ U``, rounded as the forward rounds),
+so the forward keeps no per-gate activations. The backward kernel walks time in reverse with ``U``
+in shared memory: per step the gate math's vjp in float32 gives the pre-activation gradients, and
+``dh_prev = U @ d_rec^T`` is one tensor-core product per gate and 64-unit block; masked steps pass
+the state's gradients through. The weight, bias and input gradients are then large XLA matmuls
+(``_engine._weight_grads``), as in the XLA fused path.
 
-Precision: ``h @ U`` uses bf16 operands with float32 accumulation, also for float32 inputs, so
-results differ from the float32 scan by bf16 rounding (relative ~1e-3 per step). Everything else
-(input projection, gate math, states) is float32.
+The input projection ``gx`` is XLA's (one large matmul). Precision: ``h @ U`` and ``U @ d`` use
+bf16 operands with float32 accumulation, also for float32 inputs, so results differ from the
+float32 scan by bf16 rounding (relative ~1e-3 per step). Everything else (input projection, gate
+math, states, weight gradients) is float32.
 
-Tests run the kernel in the Mosaic GPU interpreter on the CPU (``interpret=True``), with race
-detection, and lower it for CUDA; no GPU measurement exists yet (``bench/gpu.py``).
+Tests run both kernels in the Mosaic GPU interpreter on the CPU (``interpret=True``), with race
+detection, and lower them for CUDA; no GPU measurement exists yet (``bench/gpu.py``).
 """
 
 from __future__ import annotations
@@ -54,9 +58,9 @@ _LOWERABLE = frozenset(
 )
 
 
-# The same functions without custom_jvp wrappers, which the kernel's resource estimate rejects; the
-# kernel needs values only (its backward is XLA's).
-_KERNEL_FORMS = {activations.relu: lambda x: jnp.maximum(x, 0.0)}
+# The same functions without custom_jvp wrappers, which the kernel's resource estimate rejects.
+# relu is a select, so that the backward kernel's derivative at 0 is relu's (0), not max's (0.5).
+_KERNEL_FORMS = {activations.relu: lambda x: jnp.where(x > 0.0, x, 0.0)}
 
 
 class _Plan(NamedTuple):
@@ -100,6 +104,22 @@ def _stages(kind, units, masked):
     return max(fits) if fits else 0
 
 
+def _bwd_smem_bytes(kind, units, masked, stages):
+    gates, states = (4, 2) if kind == "lstm" else (3, 1)
+    u = _round_up(units, _ROWS)
+    fixed = gates * u * u * 2 + gates * u * _BT * 2 + states * u * _BT * 4  # U, d_pre (bf16), final staging
+    # Per step: the pre-activations (both halves for the GRU), the previous state, dh, the mask.
+    pre_halves = 1 if kind == "lstm" else 2
+    per_stage = pre_halves * gates * u * _BT * 4 + 2 * u * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
+    return fixed + stages * per_stage
+
+
+def _bwd_stages(kind, units, masked):
+    """The backward's ring depth; 1 (no prefetch past the next step) where only one step fits."""
+    fits = [s for s in range(1, _MAX_STAGES + 1) if _bwd_smem_bytes(kind, units, masked, s) <= _SMEM_BYTES]
+    return max(fits) if fits else 0
+
+
 def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False) -> tuple[bool, str]:
     """Whether the Pallas kernel can run a cell with this ``config``, and if not, why not."""
     if config is None or config.get("kind") not in ("lstm", "gru"):
@@ -113,9 +133,69 @@ def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False) -> t
         return False, f"hidden size {units} exceeds the on-chip limit of {_MAX_UNITS} units per CTA"
     if recurrent_dropout:
         return False, "recurrent dropout is not in the Pallas kernel; it runs on the XLA fused path"
-    if not _stages(config["kind"], units, masked=True):  # pragma: no cover - every size up to _MAX_UNITS fits
+    fits = _stages(config["kind"], units, masked=True) and _bwd_stages(config["kind"], units, masked=True)
+    if not fits:  # pragma: no cover - every size up to _MAX_UNITS fits
         return False, f"hidden size {units} does not fit in shared memory"
     return True, "eligible"
+
+
+def _copy_gates(gates, u, src, dst, barrier=None):
+    """GMEM -> SMEM (with ``barrier``) or SMEM -> GMEM, one copy per gate block: a TMA box is at most 256 rows."""
+    import jax.experimental.pallas as pl
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    for g in range(gates):
+        block = pl.ds(g * u, u)
+        if barrier is None:
+            plgpu.copy_smem_to_gmem(src.at[block], dst.at[block])
+        else:
+            plgpu.copy_gmem_to_smem(src.at[block], dst.at[block], barrier)
+
+
+def _wg(plan, v):
+    """Registers in the tensor core's accumulator layout (the interpreter has no layouts)."""
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    return v if plan.interpret else plgpu.layout_cast(v, plgpu.Layout.WGMMA)
+
+
+def _integer_pow(x, *, y):  # Mosaic GPU lowers x ** y for y >= 2 and y == -1
+    if y < 0:
+        return 1.0 / _integer_pow(x, y=-y)
+    return jax.lax.integer_pow(x, y) if y > 1 else x if y == 1 else jnp.ones_like(x)
+
+
+# Primitives that derivatives produce and Mosaic GPU does not lower, as ones it does: the transpose
+# accumulates cotangents with add_any; a quotient's derivative has x ** -2 (softsign).
+_REWRITES = {"add_any": lambda a, b: jax.lax.add(a, b), "integer_pow": _integer_pow}
+
+
+def _kernel_vjp(fun, primals, cotangent):
+    """``jax.vjp(fun, *primals)[1](cotangent)`` with the primitives in ``_REWRITES`` replaced."""
+    closed = jax.make_jaxpr(lambda p, c: jax.vjp(fun, *p)[1](c))(primals, cotangent)
+    return tuple(_replay(closed.jaxpr, closed.consts, jax.tree.leaves((primals, cotangent))))
+
+
+def _replay(jaxpr, consts, args):
+    from jax.extend.core import Literal
+
+    env = dict(zip(jaxpr.constvars, consts, strict=True)) | dict(zip(jaxpr.invars, args, strict=True))
+
+    def read(v):
+        return v.val if isinstance(v, Literal) else env[v]
+
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        if eqn.primitive.name in _REWRITES:
+            outs = [_REWRITES[eqn.primitive.name](*ins, **eqn.params)]
+        elif eqn.primitive.name in ("jit", "pjit", "closed_call"):  # e.g. jnp.clip's transpose
+            inner = eqn.params.get("jaxpr") or eqn.params["call_jaxpr"]
+            outs = _replay(inner.jaxpr, inner.consts, ins)
+        else:
+            outs = eqn.primitive.bind(*ins, **eqn.params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
 
 
 def _kernel_body(plan: _Plan, stages: int, *refs):
@@ -135,9 +215,7 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     b_smem = refs.pop(4) if not lstm else None
     ring_bars, once_bar = refs[4:]
 
-    def wg(v):  # registers in the tensor core's accumulator layout (the interpreter has no layouts)
-        return v if plan.interpret else plgpu.layout_cast(v, plgpu.Layout.WGMMA)
-
+    wg = partial(_wg, plan)
     act = _KERNEL_FORMS.get(plan.activation, plan.activation)
     ract = _KERNEL_FORMS.get(plan.recurrent_activation, plan.recurrent_activation)
     blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(u // _ROWS)]
@@ -146,10 +224,7 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     def time_index(t):
         return steps - 1 - t if plan.reverse else t
 
-    def per_gate(src, dst, barrier):  # one copy per gate block: a TMA box is at most 256 rows
-        for g in range(gates):
-            block = pl.ds(g * u, u)
-            plgpu.copy_gmem_to_smem(src.at[block], dst.at[block], barrier)
+    per_gate = partial(_copy_gates, gates, u)
 
     def fetch(t, slot):
         ti = time_index(t)
@@ -248,27 +323,244 @@ def _launch(plan: _Plan, gx_t, ut, h0_t, c0_t, b_t, m_t):
     scratch += [plgpu.Barrier(num_arrivals=gates + plan.masked, num_barriers=stages), plgpu.Barrier(num_arrivals=once)]
     out = jax.ShapeDtypeStruct((plan.steps, u, plan.batch), jnp.float32)
     inputs = [gx_t, ut, h0_t] + ([c0_t] if plan.kind == "lstm" else [b_t]) + ([m_t] if plan.masked else [])
+    outs = _call(plan, partial(_kernel_body, plan, stages), (out,) * plan.state_count, scratch, inputs)
+    return outs[0], (outs[1] if plan.kind == "lstm" else None)
+
+
+def _call(plan: _Plan, body, out_types, scratch, inputs):
+    """``body`` as a Mosaic GPU kernel over batch tiles (in the interpreter, with race detection)."""
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
     interpret = None
     if plan.interpret:
         from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
 
         interpret = InterpretGPUParams(detect_races=True)
     kernel = plgpu.kernel(
-        partial(_kernel_body, plan, stages),
-        out_type=(out,) * plan.state_count,
+        body,
+        out_type=tuple(out_types),
         scratch_types=scratch,
         grid=(plan.batch // _BT,),
         grid_names=("b",),
         interpret=interpret,
     )
-    outs = kernel(*inputs)
-    return outs[0], (outs[1] if plan.kind == "lstm" else None)
+    return kernel(*inputs)
+
+
+def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
+    """Reverse time: per step the gate math's vjp in float32, then ``dh_prev = U @ d_rec`` on the tensor core.
+
+    Inputs per step (transposed, as the forward's): the pre-activations (LSTM: ``gx + hr``; GRU:
+    ``gx`` and ``hr``), the state the step started from (LSTM: ``c``; GRU: ``h``) and ``dh``, the
+    gradient of the step's output state from outside the recurrence. The pre-activation gradients
+    are written over the ring slot they were read from and stored from there.
+    """
+    import jax.experimental.pallas as pl
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    lstm, gates, u, steps = plan.kind == "lstm", plan.gates, plan.units, plan.steps
+    refs = list(refs)
+    pre_ref = refs.pop(0)
+    hr_ref = None if lstm else refs.pop(0)
+    sp_ref, dh_ref, u_ref = refs.pop(0), refs.pop(0), refs.pop(0)
+    dc_ref = refs.pop(0) if lstm else None
+    m_ref = refs.pop(0) if plan.masked else None
+    dpre_out = refs.pop(0)
+    dhr_out = None if lstm else refs.pop(0)
+    dh0_out = refs.pop(0)
+    dc0_out = refs.pop(0) if lstm else None
+    u_smem, d_smem, pre_ring = refs.pop(0), refs.pop(0), refs.pop(0)
+    hr_ring = None if lstm else refs.pop(0)
+    sp_ring, dh_ring = refs.pop(0), refs.pop(0)
+    m_ring = refs.pop(0) if plan.masked else None
+    fin_smem, ring_bars, once_bar = refs
+
+    wg = partial(_wg, plan)
+    act = _KERNEL_FORMS.get(plan.activation, plan.activation)
+    ract = _KERNEL_FORMS.get(plan.recurrent_activation, plan.recurrent_activation)
+    blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(u // _ROWS)]
+    cols = pl.ds(jax.lax.axis_index("b") * _BT, _BT)
+    per_gate = partial(_copy_gates, gates, u)
+
+    def lstm_cell(zi, zf, zg, zo, c_prev):
+        c = ract(zf) * c_prev + ract(zi) * act(zg)
+        return ract(zo) * act(c), c
+
+    def gru_cell(xz, xr, xh, hz, hr, hh, h_prev):
+        z = ract(xz + hz)
+        return z * h_prev + (1.0 - z) * act(xh + ract(xr + hr) * hh)
+
+    def time_index(s):  # the forward's last step comes first
+        return s if plan.reverse else steps - 1 - s
+
+    def fetch(s, slot):
+        ti, bar = time_index(s), ring_bars.at[slot]
+        per_gate(pre_ref.at[ti, :, cols], pre_ring.at[slot], bar)
+        if not lstm:
+            per_gate(hr_ref.at[ti, :, cols], hr_ring.at[slot], bar)
+        plgpu.copy_gmem_to_smem(sp_ref.at[ti, :, cols], sp_ring.at[slot], bar)
+        plgpu.copy_gmem_to_smem(dh_ref.at[ti, :, cols], dh_ring.at[slot], bar)
+        if plan.masked:
+            plgpu.copy_gmem_to_smem(m_ref.at[ti, :, cols], m_ring.at[slot], bar)
+
+    per_gate(u_ref, u_smem, once_bar)
+    if lstm:
+        plgpu.copy_gmem_to_smem(dc_ref.at[:, cols], fin_smem.at[1], once_bar)
+    for s in range(min(stages, steps)):
+        fetch(s, s)
+    plgpu.barrier_wait(once_bar)
+    dh = tuple(wg(jnp.zeros((_ROWS, _BT), jnp.float32)) for _ in blocks)
+    dc = tuple(wg(fin_smem[1, rows]) for rows in blocks) if lstm else ()
+
+    def rec_product(rows):  # (64, BT) = sum over gates of U_g[these units] @ d_rec_g^T, f32
+        def body(acc_ref):
+            for g in range(gates):
+                plgpu.wgmma(acc_ref, u_smem.at[pl.ds(g * u + rows.start, _ROWS)], d_smem.at[pl.ds(g * u, u)])
+            plgpu.wgmma_wait(0)
+            return acc_ref[...]
+
+        return pl.run_scoped(body, plgpu.ACC((_ROWS, _BT), jnp.float32))
+
+    def step(s, carry):
+        dh, dc = carry
+        slot = jax.lax.rem(s, stages)
+        plgpu.barrier_wait(ring_bars.at[slot])
+        keep = wg(m_ring[slot]) > 0 if plan.masked else None
+        new_dc, direct = [], []  # direct: the part of dh_prev that is not U @ d_rec
+
+        def put(ring, g, rows, d):
+            ring[slot, pl.ds(g * u + rows.start, _ROWS)] = d
+
+        for k, rows in enumerate(blocks):
+            d_h = dh[k] + wg(dh_ring[slot, rows])
+            if lstm:
+                z = [wg(pre_ring[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
+                *d_rec, d_c = _kernel_vjp(lstm_cell, (*z, wg(sp_ring[slot, rows])), (d_h, dc[k]))
+                d_hp = None
+            else:
+                x = [wg(pre_ring[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
+                r = [wg(hr_ring[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
+                grads = _kernel_vjp(gru_cell, (*x, *r, wg(sp_ring[slot, rows])), d_h)
+                d_in, d_rec, d_hp = grads[:gates], grads[gates : 2 * gates], grads[-1]
+            if keep is not None:  # a masked step passes the state's gradients through
+                d_rec = [jnp.where(keep, d, 0.0) for d in d_rec]
+                if lstm:
+                    d_c = jnp.where(keep, d_c, dc[k])
+                else:
+                    d_in = [jnp.where(keep, d, 0.0) for d in d_in]
+                d_hp = jnp.where(keep, 0.0 if d_hp is None else d_hp, d_h)
+            direct.append(d_hp)
+            for g in range(gates):
+                put(pre_ring, g, rows, d_rec[g] if lstm else d_in[g])
+                if not lstm:
+                    put(hr_ring, g, rows, d_rec[g])
+                d_smem[pl.ds(g * u + rows.start, _ROWS)] = d_rec[g].astype(jnp.bfloat16)
+            if lstm:
+                new_dc.append(d_c)
+        plgpu.commit_smem()
+        ti = time_index(s)
+        per_gate(pre_ring.at[slot], dpre_out.at[ti, :, cols])
+        if not lstm:
+            per_gate(hr_ring.at[slot], dhr_out.at[ti, :, cols])
+        plgpu.commit_smem_to_gmem_group()
+        new_dh = []
+        for rows, d_hp in zip(blocks, direct, strict=True):
+            d = rec_product(rows)
+            new_dh.append(d if d_hp is None else d + d_hp)
+        # Refill the slot of step j with step j + stages once its stores have read it: the previous
+        # step's (one store group may stay in flight), or this step's when the ring has one slot.
+        lag = 0 if stages == 1 else 1
+        j = s - lag
+
+        @pl.when((j >= 0) & (j + stages < steps))
+        def _():
+            plgpu.wait_smem_to_gmem(lag, wait_read_only=True)
+            fetch(j + stages, jax.lax.rem(j, stages))
+
+        return tuple(new_dh), tuple(new_dc)
+
+    dh, dc = jax.lax.fori_loop(0, steps, step, (dh, dc))
+    for i, state in enumerate((dh, dc) if lstm else (dh,)):
+        for rows, d in zip(blocks, state, strict=True):
+            fin_smem[i, rows] = d
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(fin_smem.at[0], dh0_out.at[:, cols])
+    if lstm:
+        plgpu.copy_smem_to_gmem(fin_smem.at[1], dc0_out.at[:, cols])
+    plgpu.commit_smem_to_gmem_group()
+    plgpu.wait_smem_to_gmem(0)
+
+
+def _launch_bwd(plan: _Plan, inputs):
+    """The backward kernel on transposed, padded operands (see ``_grads``)."""
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    stages = _bwd_stages(plan.kind, plan.units, plan.masked)
+    u, gates, lstm = plan.units, plan.gates, plan.kind == "lstm"
+    swizzle = (plgpu.TilingTransform((8, _BT)), plgpu.SwizzleTransform(_BT * 2))
+    ring = plgpu.SMEM((stages, gates * u, _BT), jnp.float32)
+    scratch = [
+        plgpu.SMEM((gates * u, u), jnp.bfloat16, transforms=swizzle),  # U, gate block g is U_g
+        plgpu.SMEM((gates * u, _BT), jnp.bfloat16, transforms=swizzle),  # d_rec^T, the product's B operand
+        ring,  # pre-activations in, their gradients out
+        *([] if lstm else [ring]),  # the GRU's hr and d_hr
+        plgpu.SMEM((stages, u, _BT), jnp.float32),  # the state each step started from
+        plgpu.SMEM((stages, u, _BT), jnp.float32),  # dh from outside the recurrence
+        *([plgpu.SMEM((stages, _ROWS, _BT), jnp.float32)] if plan.masked else []),
+        plgpu.SMEM((plan.state_count, u, _BT), jnp.float32),  # dc in, d_state0 out
+    ]
+    per_step = gates * (1 if lstm else 2) + 2 + plan.masked
+    scratch += [plgpu.Barrier(num_arrivals=per_step, num_barriers=stages), plgpu.Barrier(num_arrivals=gates + lstm)]
+    d_pre = jax.ShapeDtypeStruct((plan.steps, gates * u, plan.batch), jnp.float32)
+    d_state = jax.ShapeDtypeStruct((u, plan.batch), jnp.float32)
+    outs = [d_pre] * (1 if lstm else 2) + [d_state] * plan.state_count
+    return _call(plan, partial(_bwd_kernel_body, plan, stages), outs, scratch, inputs)
 
 
 def _pad_gates(a, gates, units, padded):
     """``(..., G*units) -> (..., G, padded)`` with zeros: padded units never reach real ones."""
     a = a.reshape(*a.shape[:-1], gates, units)
     return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, padded - units)])
+
+
+# The kernels' layout: units (padded to u, per gate) are rows, the batch (padded to b) columns.
+def _cols(a, u, b):
+    """``(..., B, n) -> (..., u, b)`` float32, zero-padded and transposed."""
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, b - a.shape[-2]), (0, u - a.shape[-1])]
+    return jnp.swapaxes(jnp.pad(a.astype(jnp.float32), pad), -1, -2)
+
+
+def _gate_cols(a, gates, u, b):
+    """``(..., B, G*n) -> (..., G*u, b)``: each gate's units padded to ``u``."""
+    a = _pad_gates(a, gates, a.shape[-1] // gates, u)
+    return _cols(a.reshape(*a.shape[:-2], gates * u), gates * u, b)
+
+
+def _uncols(a, units, batch):
+    """The inverse of ``_cols``: ``(..., u, b) -> (..., batch, units)``."""
+    return jnp.swapaxes(a, -1, -2)[..., :batch, :units]
+
+
+def _ungate_cols(a, gates, units, batch):
+    """The inverse of ``_gate_cols``: ``(..., G*u, b) -> (..., batch, G*units)``."""
+    a = jnp.swapaxes(a, -1, -2)[..., :batch, :]
+    a = a.reshape(*a.shape[:-1], gates, -1)[..., :units]
+    return a.reshape(*a.shape[:-2], gates * units)
+
+
+def _mask_tiles(mask, b):
+    """``(T, B)`` -> ``(T, 64, b)`` float32: one accumulator-shaped tile per step, for ``where``."""
+    m = jnp.pad(mask.astype(jnp.float32), [(0, 0), (0, b - mask.shape[1])])
+    return jnp.broadcast_to(m[:, None, :], (mask.shape[0], _ROWS, b))
+
+
+def _u_blocks(u_w, gates, u, transpose):
+    """``U`` (units, G*units) -> (G*u, u) bf16, zero-padded; gate block g is ``U_g^T`` or ``U_g``."""
+    units = u_w.shape[0]
+    a = _pad_gates(u_w.astype(jnp.float32), gates, units, u)  # (units, G, u)
+    a = jnp.pad(a, [(0, u - units), (0, 0), (0, 0)])  # (u: h unit, G, u: gate unit)
+    a = a.transpose(1, 2, 0) if transpose else a.transpose(1, 0, 2)
+    return a.reshape(gates * u, u).astype(jnp.bfloat16)
 
 
 class _Static(NamedTuple):
@@ -281,37 +573,49 @@ class _Static(NamedTuple):
     interpret: bool
 
 
+def _plan(st: _Static, steps, units, batch, masked) -> _Plan:
+    u, b = _round_up(units, _ROWS), _round_up(batch, _BT)
+    return _Plan(st.kind, st.activation, st.recurrent_activation, steps, u, b, masked, st.reverse, st.interpret)
+
+
 def _states(st: _Static, wt: Weights, gx, state0, mask):
     """Per-step states, time-major ``(T, B, units)`` f32: ``(hs, cs)`` (``cs`` is None for the GRU)."""
-    steps, batch, units = gx.shape[0], gx.shape[1], wt.u.shape[0]
-    gates = 4 if st.kind == "lstm" else 3
-    u, b = _round_up(units, _ROWS), _round_up(batch, _BT)
-    plan = _Plan(
-        st.kind, st.activation, st.recurrent_activation, steps, u, b, mask is not None, st.reverse, st.interpret
-    )
-
-    def cols(a):  # (B, n) -> (n, Bp), batch padded with zeros
-        return jnp.pad(a.astype(jnp.float32), [(0, b - batch), (0, u - units)]).T
-
-    gx_t = jnp.pad(_pad_gates(gx, gates, units, u), [(0, 0), (0, b - batch), (0, 0), (0, 0)])
-    gx_t = gx_t.reshape(steps, b, gates * u).transpose(0, 2, 1)
-    ut = _pad_gates(wt.u.astype(jnp.float32), gates, units, u)  # (units, G, u)
-    ut = jnp.pad(ut, [(0, u - units), (0, 0), (0, 0)]).transpose(1, 2, 0).reshape(gates * u, u)
+    batch, units = gx.shape[1], wt.u.shape[0]
+    plan = _plan(st, gx.shape[0], units, batch, mask is not None)
+    gates, u, b = plan.gates, plan.units, plan.batch
     b_t = m_t = c0_t = None
     if st.kind == "lstm":
-        c0_t = cols(state0.c)
+        c0_t = _cols(state0.c, u, b)
     else:
         b_rec = jnp.zeros((gates * units,), jnp.float32) if wt.b_rec is None else wt.b_rec.astype(jnp.float32)
         b_t = jnp.broadcast_to(_pad_gates(b_rec, gates, units, u).reshape(-1, 1), (gates * u, _BT))
     if mask is not None:
-        m = jnp.pad(mask.astype(jnp.float32), [(0, 0), (0, b - batch)])
-        m_t = jnp.broadcast_to(m[:, None, :], (steps, _ROWS, b))
-    hs_t, cs_t = _launch(plan, gx_t, ut.astype(jnp.bfloat16), cols(state0.h), c0_t, b_t, m_t)
+        m_t = _mask_tiles(mask, b)
+    ut = _u_blocks(wt.u, gates, u, transpose=True)
+    hs_t, cs_t = _launch(plan, _gate_cols(gx, gates, u, b), ut, _cols(state0.h, u, b), c0_t, b_t, m_t)
+    return _uncols(hs_t, units, batch), None if cs_t is None else _uncols(cs_t, units, batch)
 
-    def back(a):  # (T, u, Bp) -> (T, B, units)
-        return None if a is None else a.transpose(0, 2, 1)[:, :batch, :units]
 
-    return back(hs_t), back(cs_t)
+def _grads(st: _Static, wt: Weights, pre, prev_state, d_hs, dc_final, mask):
+    """The backward kernel: ``(d_gx, d_hr, d_state0)``, time-major float32 (``d_hr is d_gx`` for the LSTM).
+
+    ``pre`` is ``(gx + hr,)`` for the LSTM and ``(gx, hr)`` for the GRU (``hr`` with its bias),
+    ``prev_state`` the per-step starting ``c`` (LSTM) or ``h`` (GRU), ``d_hs`` the gradients of the
+    per-step ``h`` from outside the recurrence and ``dc_final`` the final ``c``'s (LSTM).
+    """
+    steps, batch, units = d_hs.shape
+    plan = _plan(st, steps, units, batch, mask is not None)
+    gates, u, b = plan.gates, plan.units, plan.batch
+    inputs = [_gate_cols(a, gates, u, b) for a in pre]
+    inputs += [_cols(prev_state, u, b), _cols(d_hs, u, b), _u_blocks(wt.u, gates, u, transpose=False)]
+    if dc_final is not None:
+        inputs.append(_cols(dc_final, u, b))
+    if mask is not None:
+        inputs.append(_mask_tiles(mask, b))
+    outs = _launch_bwd(plan, inputs)
+    d_gx = _ungate_cols(outs[0], gates, units, batch)
+    d_hr = d_gx if st.kind == "lstm" else _ungate_cols(outs[1], gates, units, batch)
+    return d_gx, d_hr, tuple(_uncols(a, units, batch) for a in outs[-plan.state_count :])
 
 
 def _outputs(hs, mask, reverse, zero_output):
@@ -356,6 +660,13 @@ def _pallas_fwd(st, wt, xs, state0, mask, drop):
 
 def _pallas_bwd(st, saved, cotangents):
     wt, xs, state0, mask, drop, gx, hs, cs = saved
+    dys, dfinal = cotangents
+    lstm = st.kind == "lstm"
+    last = 0 if st.reverse else -1
+    # Through the XLA head (outputs from states, the final state) to the per-step h gradients;
+    # c's only cotangent is the final state's.
+    _, head_vjp = jax.vjp(lambda h: (_outputs(h, mask, st.reverse, st.zero_output), h[last]), hs)
+    (d_hs,) = head_vjp((dys, dfinal.h))
 
     def previous(per_step, first):  # the state each step started from, in time order
         first = first[None].astype(jnp.float32)
@@ -363,17 +674,19 @@ def _pallas_bwd(st, saved, cotangents):
             return jnp.concatenate([per_step[1:], first])
         return jnp.concatenate([first, per_step[:-1]])
 
-    if st.kind == "lstm":
-        prev = LSTMState(previous(hs, state0.h), previous(cs, state0.c))
-    else:
-        prev = GRUState(previous(hs, state0.h))
-    # The engine's residuals, recomputed with one large matmul, rounded as the kernel rounds.
-    hr = jnp.matmul(prev.h.astype(jnp.bfloat16), wt.u.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    prev_h = previous(hs, state0.h)
+    # hr as the forward kernel computed it (bf16 operands), with one large matmul.
+    hr = jnp.matmul(prev_h.astype(jnp.bfloat16), wt.u.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
     if wt.b_rec is not None:
         hr = _engine._add_bias(hr, wt.b_rec)
-    pre = gx + hr if st.spec.additive else (gx, hr)
-    engine_saved = (wt, xs, state0, mask, drop, (pre, prev, None, None))
-    return _engine._fused_bwd(st.spec, st.reverse, st.zero_output, engine_saved, cotangents)
+    if lstm:
+        d_gx, d_hr, d_state0 = _grads(st, wt, (gx + hr,), previous(cs, state0.c), d_hs, dfinal.c, mask)
+        d_state0 = LSTMState(*d_state0)
+    else:
+        d_gx, d_hr, d_state0 = _grads(st, wt, (gx, hr), prev_h, d_hs, None, mask)
+        d_state0 = GRUState(*d_state0)
+    d_wt, dxs = _engine._weight_grads(wt, xs, drop, prev_h, None, d_gx, d_hr, None)
+    return _engine.primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0)
 
 
 pallas_fused.defvjp(_pallas_fwd, _pallas_bwd)
