@@ -1,0 +1,134 @@
+"""Where the time goes: XLA:CPU's per-operation profile of jrnn's fused LSTM/GRU, by category.
+
+The benchmark (``bench/cpu.py``) says how fast; this says why. It traces a few calls of the
+fused path with XLA's per-thunk trace events on and sums the events by operation, then by
+category: matmuls inside the time loop (the recurrent one per step, the input projection per
+block of steps), matmuls over all steps (weight and input gradients), elementwise fusions (gate
+math), and buffer initialisation and copies.
+Event times are wall-clock on the thread that ran them; with 2 cores and a thread pool they
+overlap a little, so the categories do not add up exactly to the measured time.
+
+    python bench/profile_cpu.py                        # LSTM and GRU at (32, 128, 128, 256)
+    python bench/profile_cpu.py --kind lstm --size 64,256,256,512 --out -
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import platform
+import tempfile
+import time
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import _report  # bench/ is on the path when a script here runs
+import jax
+import jax.numpy as jnp
+
+import jrnn
+
+_WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool", "while", "end: ")  # spans that contain other events
+
+
+def _category(name: str, calls: int) -> str:
+    if "ynn_fusion" in name or "dot" in name:
+        if calls > 1:
+            return "matmuls in the time loop (h @ U per step; x @ W per 8-step block)"
+        return "matmuls over all steps (weight and input gradients)"
+    if "broadcast" in name or "copy" in name or "transpose" in name or "update-slice" in name:
+        return "buffer init, copies, transposes"
+    return "elementwise (gate math) and the rest"
+
+
+def _events(fn, args, runs):
+    """``{operation: (calls per run, ms per run)}`` from an XLA:CPU trace of ``runs`` calls."""
+    with tempfile.TemporaryDirectory() as logdir:
+        jax.profiler.start_trace(logdir)
+        for _ in range(runs):
+            jax.block_until_ready(fn(*args))
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
+        data = jax.profiler.ProfileData.from_file(path)
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    for plane in data.planes:
+        for line in plane.lines:
+            if "Eigen" not in line.name and "PjRtCpuClient" not in line.name:
+                continue
+            for event in line.events:
+                if event.name.startswith(_WRAPPERS):
+                    continue
+                totals[event.name][0] += 1
+                totals[event.name][1] += event.duration_ns
+    return {name: (n // runs, ns / runs / 1e6) for name, (n, ns) in totals.items()}
+
+
+def profile(kind, size, runs):
+    batch, steps, n_in, units = size
+    cell = (
+        jrnn.cells.lstm(units, recurrent_activation="sigmoid")
+        if kind == "lstm"
+        else jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
+    )
+    params = cell.init_params(jax.random.key(0), n_in)
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, n_in))
+    state = cell.init_state((batch,))
+
+    def forward(p, x):
+        return jrnn.kernels.run_fused(cell, p, state, x)[0]
+
+    modes = {
+        "fwd": jax.jit(forward),
+        "fwd+bwd": jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x) ** 2), (0, 1))),
+    }
+    lines = []
+    for mode, fn in modes.items():
+        for _ in range(3):
+            jax.block_until_ready(fn(params, xs))
+        start = time.perf_counter()
+        for _ in range(runs):
+            jax.block_until_ready(fn(params, xs))
+        wall = (time.perf_counter() - start) / runs * 1e3
+        events = _events(fn, (params, xs), runs)
+        by_category = collections.defaultdict(float)
+        for name, (calls, ms) in events.items():
+            by_category[_category(name, calls)] += ms
+        lines += [f"### {kind.upper()} {size}, {mode}: {wall:.1f} ms per call (untraced)", ""]
+        lines += ["| category | ms per call |", "|---|---|"]
+        lines += [f"| {c} | {ms:.1f} |" for c, ms in sorted(by_category.items(), key=lambda kv: -kv[1])]
+        lines += ["", "| operation | calls | ms per call | us per event |", "|---|---|---|---|"]
+        top = sorted(events.items(), key=lambda kv: -kv[1][1])[:8]
+        lines += [f"| `{name}` | {calls} | {ms:.2f} | {ms * 1e3 / max(calls, 1):.1f} |" for name, (calls, ms) in top]
+        lines.append("")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", choices=["lstm", "gru", "both"], default="both")
+    parser.add_argument("--size", default="32,128,128,256", help="batch,time,input,units")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", default="bench/results/cpu_profile.md", help="'-' prints only")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split(","))
+    kinds = ["lstm", "gru"] if args.kind == "both" else [args.kind]
+    lines = [
+        "# Where the time goes: XLA:CPU profile of jrnn's fused path",
+        "",
+        f"Command: `python bench/profile_cpu.py --kind {args.kind} --size {args.size} --runs {args.runs}`",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"Versions: jax {jax.__version__}, jrnn {jrnn.__version__}",
+        f"Git: {_report.git_head()}",
+        f"MALLOC_MMAP_THRESHOLD_: {os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}",
+        "",
+    ]
+    for kind in kinds:
+        lines += profile(kind, size, args.runs)
+    _report.write(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
