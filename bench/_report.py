@@ -1,9 +1,18 @@
-"""What the benchmark scripts share: the commit they ran at, and writing their markdown report."""
+"""What the benchmark scripts share: the cells they time, the commit they ran at, writing the report."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+
+
+def cell(kind: str, units: int):
+    """The jrnn cell every benchmark times: Keras 3's LSTM, or its GRU (reset_after=True)."""
+    import jrnn
+
+    if kind == "lstm":
+        return jrnn.cells.lstm(units, recurrent_activation="sigmoid")
+    return jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
 
 
 def git_head() -> str:

@@ -38,11 +38,7 @@ def _sum_sq(y):
 
 def jrnn_impl(kind, size, use_fused):
     _, _, n_in, units = size
-    cell = (
-        jrnn.cells.lstm(units, recurrent_activation="sigmoid")
-        if kind == "lstm"
-        else jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
-    )
+    cell = _report.cell(kind, units)
     params = cell.init_params(jax.random.key(0), n_in)
 
     def forward(params, x):

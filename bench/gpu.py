@@ -52,11 +52,7 @@ SMOKE = [("lstm", 4, 12, 8, 16, "float32", True), ("gru", 4, 12, 8, 16, "float32
 
 def make_weights(kind, n_in, units, seed=0):
     """Gate-distinct random weights in jrnn's Keras layout (tanh / sigmoid, reset-after GRU)."""
-    cell = (
-        jrnn.cells.lstm(units, recurrent_activation="sigmoid")
-        if kind == "lstm"
-        else jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
-    )
+    cell = _report.cell(kind, units)
     params = cell.init_params(jax.random.key(seed), n_in)
     bias = jax.random.uniform(jax.random.key(seed + 1), params.bias.shape, minval=-0.5, maxval=0.5)
     return cell, params._replace(bias=bias)

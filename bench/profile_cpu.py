@@ -68,11 +68,7 @@ def _events(fn, args, runs):
 
 def profile(kind, size, runs):
     batch, steps, n_in, units = size
-    cell = (
-        jrnn.cells.lstm(units, recurrent_activation="sigmoid")
-        if kind == "lstm"
-        else jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
-    )
+    cell = _report.cell(kind, units)
     params = cell.init_params(jax.random.key(0), n_in)
     xs = jax.random.normal(jax.random.key(1), (batch, steps, n_in))
     state = cell.init_state((batch,))

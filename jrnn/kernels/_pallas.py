@@ -170,6 +170,20 @@ def _integer_pow(x, *, y):  # Mosaic GPU lowers x ** y for y >= 2 and y == -1
 _REWRITES = {"add_any": lambda a, b: jax.lax.add(a, b), "integer_pow": _integer_pow}
 
 
+def _tensor_core_sum(products):
+    """``sum(a @ b)`` over ``(a, b)`` shared-memory refs, accumulated in float32 by ``wgmma``: (64, BT)."""
+    import jax.experimental.pallas as pl
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    def body(acc_ref):
+        for a, b in products:
+            plgpu.wgmma(acc_ref, a, b)
+        plgpu.wgmma_wait(0)
+        return acc_ref[...]
+
+    return pl.run_scoped(body, plgpu.ACC((_ROWS, _BT), jnp.float32))
+
+
 def _kernel_vjp(fun, primals, cotangent):
     """``jax.vjp(fun, *primals)[1](cotangent)`` with the primitives in ``_REWRITES`` replaced."""
     closed = jax.make_jaxpr(lambda p, c: jax.vjp(fun, *p)[1](c))(primals, cotangent)
@@ -248,12 +262,7 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     plgpu.commit_smem()
 
     def rec_product(gate, rows):  # (64, BT) = U^T[gate block, these units] @ h^T, f32
-        def body(acc_ref):
-            plgpu.wgmma(acc_ref, ut_smem.at[pl.ds(gate * u + rows.start, _ROWS)], h_smem)
-            plgpu.wgmma_wait(0)
-            return acc_ref[...]
-
-        return pl.run_scoped(body, plgpu.ACC((_ROWS, _BT), jnp.float32))
+        return _tensor_core_sum([(ut_smem.at[pl.ds(gate * u + rows.start, _ROWS)], h_smem)])
 
     def step(t, carry):
         h, c = carry
@@ -413,13 +422,9 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
     dc = tuple(wg(fin_smem[1, rows]) for rows in blocks) if lstm else ()
 
     def rec_product(rows):  # (64, BT) = sum over gates of U_g[these units] @ d_rec_g^T, f32
-        def body(acc_ref):
-            for g in range(gates):
-                plgpu.wgmma(acc_ref, u_smem.at[pl.ds(g * u + rows.start, _ROWS)], d_smem.at[pl.ds(g * u, u)])
-            plgpu.wgmma_wait(0)
-            return acc_ref[...]
-
-        return pl.run_scoped(body, plgpu.ACC((_ROWS, _BT), jnp.float32))
+        return _tensor_core_sum(
+            [(u_smem.at[pl.ds(g * u + rows.start, _ROWS)], d_smem.at[pl.ds(g * u, u)]) for g in range(gates)]
+        )
 
     def step(s, carry):
         dh, dc = carry
