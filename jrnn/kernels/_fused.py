@@ -157,7 +157,7 @@ def run_fused(
         raise ValueError(f"kernel='pallas' cannot run here: {reason}.")
     if use_pallas and xs_t.shape[0] > 0:
         act, rec_act = config["activation"], config["recurrent_activation"]
-        static = _Static(spec, config["kind"], act, rec_act, bool(reverse), bool(zero_output_for_mask), interpret)
+        static = _Static(config["kind"], act, rec_act, bool(reverse), bool(zero_output_for_mask), interpret)
         ys, final = pallas_fused(static, wt, xs_t, state, mask, drop)
     else:
         ys, final = fused(spec, bool(reverse), bool(zero_output_for_mask), wt, xs_t, state, mask, drop)

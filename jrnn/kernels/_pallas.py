@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from jrnn import activations
 from jrnn.cells import GRUState, LSTMState
 from jrnn.kernels import _engine
-from jrnn.kernels._engine import Dropout, Spec, Weights
+from jrnn.kernels._engine import Dropout, Weights
 
 _BT = 16  # batch columns per CTA: the tensor core's N
 _ROWS = 64  # units per block: the tensor core's M for one warpgroup
@@ -569,7 +569,6 @@ def _u_blocks(u_w, gates, u, transpose):
 
 
 class _Static(NamedTuple):
-    spec: Spec
     kind: str
     activation: Any
     recurrent_activation: Any
@@ -646,9 +645,14 @@ def _run(st: _Static, wt: Weights, xs, state0, mask, drop: Dropout):
     if wt.b_in is not None:
         gx = _engine._add_bias(gx, wt.b_in)
     hs, cs = _states(st, wt, gx, state0, mask)
+    return (*_head(st, hs, cs, mask), (gx, hs, cs))
+
+
+def _head(st: _Static, hs, cs, mask):
+    """``(ys, final_state)`` from the kernel's per-step states (XLA, differentiated by ``jax.vjp``)."""
     last = 0 if st.reverse else -1
     final = LSTMState(hs[last], cs[last]) if st.kind == "lstm" else GRUState(hs[last])
-    return _outputs(hs, mask, st.reverse, st.zero_output), final, (gx, hs, cs)
+    return _outputs(hs, mask, st.reverse, st.zero_output), final
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -667,11 +671,9 @@ def _pallas_bwd(st, saved, cotangents):
     wt, xs, state0, mask, drop, gx, hs, cs = saved
     dys, dfinal = cotangents
     lstm = st.kind == "lstm"
-    last = 0 if st.reverse else -1
-    # Through the XLA head (outputs from states, the final state) to the per-step h gradients;
-    # c's only cotangent is the final state's.
-    _, head_vjp = jax.vjp(lambda h: (_outputs(h, mask, st.reverse, st.zero_output), h[last]), hs)
-    (d_hs,) = head_vjp((dys, dfinal.h))
+    # Through the head to the per-step h gradients; c's only cotangent is the final state's.
+    _, head_vjp = jax.vjp(lambda h: _head(st, h, cs, mask), hs)
+    (d_hs,) = head_vjp((dys, dfinal))
 
     def previous(per_step, first):  # the state each step started from, in time order
         first = first[None].astype(jnp.float32)
