@@ -95,7 +95,10 @@ def _project_dw(x, masks, d_out):
     xf = x.astype(jnp.float32)
     if masks is None or masks.shape[0] == 1:
         xm = xf if masks is None else xf * _lead(masks[0].astype(jnp.float32), xf)
-        return jnp.einsum(f"{batch_axes}n,{batch_axes}g->ng", xm, d_out)
+        # x.T @ d as a 2-D product with x.T made explicitly. Left to fold the transpose into the
+        # dot, XLA:CPU transposed d (T, B, G*u) to batch-major instead of the smaller x.
+        xm_t = jax.lax.optimization_barrier(xm.reshape(-1, x.shape[-1]).T)
+        return jnp.matmul(xm_t, d_out.reshape(-1, d_out.shape[-1]))
     m = masks.astype(jnp.float32)
     d_g = _gate_split(d_out, m.shape[0])  # (..., B, G, u)
     return jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(x.shape[-1], -1)
@@ -204,8 +207,10 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
 
     def step(carry, inputs):
-        d_state, d_prev_y = carry
-        dy_t, pre_t, state_prev, s_t, m_t = inputs
+        d_state, d_prev_y, bufs = carry
+        dy_t, state_prev, s_t, m_t, t = inputs
+        pre_t = tuple(jax.lax.dynamic_index_in_dim(b, t, keepdims=False) for b in bufs)
+        pre_t = pre_t[0] if spec.additive else pre_t  # gx_t + hr_t, or (gx_t, hr_t)
         g = dy_t + d_prev_y
         if m_t is None:
             d_raw_y, d_raw_state, d_carry_y, d_skip = g, d_state, jnp.zeros_like(g), None
@@ -235,13 +240,20 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
         d_prev = jax.tree.map(jnp.add, d_state_pw, d_state_in)
         if d_skip is not None:
             d_prev = jax.tree.map(jnp.add, d_prev, d_skip)
-        return (d_prev, d_carry_y), (d_gx, None if spec.additive else d_hr, d_s)
+        grads = (d_gx,) if spec.additive else (d_gx, d_hr)
+        bufs = tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, grads, strict=True))
+        return (d_prev, d_carry_y, bufs), d_s
 
-    carry0 = (dfinal, jnp.zeros_like(dys[0]))
-    (d_state0, _), (d_gx, d_hr, d_s) = jax.lax.scan(
-        step, carry0, (dys, pre, prev_states, s_s, mask), reverse=not reverse, unroll=_UNROLL
+    # The pre-activations' gradients overwrite the saved pre-activations step by step, in place:
+    # no (T, B, G*u) buffer of the backward's own to allocate and zero (3-9% of fwd+bwd on CPU).
+    bufs = (pre,) if spec.additive else tuple(pre)
+    carry0 = (dfinal, jnp.zeros_like(dys[0]), bufs)
+    steps = jnp.arange(dys.shape[0], dtype=jnp.int32)
+    (d_state0, _, bufs), d_s = jax.lax.scan(
+        step, carry0, (dys, prev_states, s_s, mask, steps), reverse=not reverse, unroll=_UNROLL
     )
-    d_hr = d_gx if spec.additive else d_hr
+    d_gx = bufs[0]
+    d_hr = d_gx if spec.additive else bufs[1]
     return (*_weight_grads(wt, xs, drop, jax.vmap(spec.rec_input)(prev_states), a_s, d_gx, d_hr, d_s), d_state0)
 
 
