@@ -62,6 +62,18 @@ def test_fused_matches_the_scan(kind, size, pattern, reverse):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("time_major", [False, True])
+def test_whole_blocks_and_a_remainder_in_either_layout(kind, time_major):
+    """T = 19: two 8-step blocks and a remainder of 3, read from and written to either layout."""
+    cell, params, state, xs = _setup(kind, (2, 19, 3, 4))
+    mask = jnp.asarray(make_mask("holes", 2, 19))
+    if time_major:
+        xs, mask = jnp.swapaxes(xs, 0, 1), mask.T
+    for reverse in (False, True):
+        _compare(cell, params, state, xs, mask=mask, reverse=reverse, time_major=time_major)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_zero_output_time_major_and_no_bias(kind):
     cell = {"lstm": jrnn.cells.lstm(4, use_bias=False), "gru": jrnn.cells.gru(4, reset_after=True, use_bias=False)}[
         kind

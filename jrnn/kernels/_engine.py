@@ -13,7 +13,8 @@ recurrent product depends on the first (the reset-before GRU: ``(r * h) @ U_h``)
 ``du2`` too is one large matmul after the backward loop. Otherwise ``s_t`` is ``None``. Gate
 derivatives come from ``jax.vjp`` of these functions, so every activation works. Masks follow
 DESIGN.md (a masked step carries the state and repeats the last output, or outputs zeros with
-``zero_output``). Everything is time-major inside: ``xs`` is ``(T, B, n_in)``.
+``zero_output``). Everything is time-major inside (``xs`` is ``(T, B, n_in)``), except the
+outputs-only forward, which reads and writes batch-major blocks in place (``batch_major``).
 
 A dropout mask has a leading gate axis (``jrnn._dropout``): with one entry it multiplies the
 matmul's input, with ``G`` entries the weight is split into ``G`` gate blocks, one mask each.
@@ -157,7 +158,14 @@ def _blocked(a, lo, hi):
     return seg.reshape((hi - lo) // steps, steps, *seg.shape[1:])
 
 
-def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True):
+def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, batch_major=False):
+    """``(ys, final_state, residuals)``; ``xs`` and ``ys`` are time-major unless ``batch_major``.
+
+    ``batch_major`` (outputs only: ``save=False``) reads each block's inputs from ``(B, T, n)`` and
+    writes its outputs into ``(B, T, units)`` in place, instead of transposing whole sequences in
+    and out (1-8% of the forward across bench/cpu.py's sizes). ``mask`` is ``(T, B)`` either way.
+    """
+    assert not (save and batch_major), "the saving forward is time-major"
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     state0 = jax.tree.map(lambda a: a.astype(jnp.float32), state0)
 
@@ -186,8 +194,10 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True):
         hr, _, s = _recurrent(spec, wt, drop, u32, u2_32, gx_t, state)
         return spec.pointwise(gx_t, hr, state, s)[0]
 
-    x_spec = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+    x_spec = jax.ShapeDtypeStruct(xs.shape[::2] if batch_major else xs.shape[1:], xs.dtype)
     carry = (state0, jnp.zeros(jax.eval_shape(first_output, x_spec, state0).shape, jnp.float32))
+    if batch_major:
+        return _batch_major_blocks(chunk, reverse, xs, mask, carry)
     pieces = {}
     for lo, hi in _chunks(xs.shape[0], reverse):
         carry, out = jax.lax.scan(chunk, carry, (_blocked(xs, lo, hi), _blocked(mask, lo, hi)), reverse=reverse)
@@ -199,6 +209,26 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True):
         pieces[0] = jax.tree.map(lambda a: jnp.zeros((0, *a.shape), a.dtype), out)
     saved = jax.tree.map(lambda *a: jnp.concatenate(a), *(pieces[lo] for lo in sorted(pieces)))
     return saved[0], carry[0], tuple(saved[1:])
+
+
+def _batch_major_blocks(chunk, reverse, xs, mask, carry):
+    """``_forward``'s block loop on ``(B, T, n)`` inputs: ``(ys (B, T, units), final_state, ())``."""
+    batch, total = xs.shape[:2]
+    ys = jnp.zeros((batch, total, carry[1].shape[-1]), jnp.float32)
+    for lo, hi in _chunks(total, reverse):
+        steps = _CHUNK if (hi - lo) % _CHUNK == 0 else hi - lo
+
+        def block(c, inputs, lo=lo, steps=steps):
+            carry, ys = c
+            k, m_k = inputs
+            start = lo + k * steps
+            x_k = jnp.swapaxes(jax.lax.dynamic_slice_in_dim(xs, start, steps, axis=1), 0, 1)
+            carry, (y_k,) = chunk(carry, (x_k, m_k))
+            return (carry, jax.lax.dynamic_update_slice_in_dim(ys, jnp.swapaxes(y_k, 0, 1), start, axis=1)), None
+
+        blocks = jnp.arange((hi - lo) // steps)
+        (carry, ys), _ = jax.lax.scan(block, (carry, ys), (blocks, _blocked(mask, lo, hi)), reverse=reverse)
+    return ys, carry[0], ()
 
 
 def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
@@ -281,23 +311,35 @@ def primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0):
     return d_wt, dxs, d_state0, d_mask, jax.tree.map(jnp.zeros_like, drop)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def fused(spec: Spec, reverse: bool, zero_output: bool, wt: Weights, xs, state0, mask, drop: Dropout):
-    """``(ys, final_state)`` of the recurrence, time-major, float32 state and outputs."""
-    ys, final, _ = _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=False)
+def _swap(a, batch_major):  # (B, T, ...) <-> (T, B, ...)
+    return jnp.swapaxes(a, 0, 1) if batch_major else a
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def fused(
+    spec: Spec, reverse: bool, zero_output: bool, batch_major: bool, wt: Weights, xs, state0, mask, drop: Dropout
+):
+    """``(ys, final_state)`` of the recurrence, float32 state and outputs.
+
+    ``xs`` and ``ys`` are ``(B, T, ...)`` with ``batch_major``, else ``(T, B, ...)``; ``mask`` is
+    ``(T, B)``. Under differentiation the forward and backward loops run time-major.
+    """
+    ys, final, _ = _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=False, batch_major=batch_major)
     return ys, final
 
 
-def _fused_fwd(spec, reverse, zero_output, wt, xs, state0, mask, drop):
+def _fused_fwd(spec, reverse, zero_output, batch_major, wt, xs, state0, mask, drop):
+    xs = _swap(xs, batch_major)
     ys, final, res = _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop)
-    return (ys, final), (wt, xs, state0, mask, drop, res)
+    return (_swap(ys, batch_major), final), (wt, xs, state0, mask, drop, res)
 
 
-def _fused_bwd(spec, reverse, zero_output, saved, cotangents):
+def _fused_bwd(spec, reverse, zero_output, batch_major, saved, cotangents):
     wt, xs, state0, mask, drop, res = saved
     dys, dfinal = cotangents
+    dys = _swap(dys, batch_major)
     d_wt, dxs, d_state0 = _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal)
-    return primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0)
+    return primal_cotangents(state0, mask, drop, d_wt, _swap(dxs, batch_major), d_state0)
 
 
 fused.defvjp(_fused_fwd, _fused_bwd)

@@ -158,12 +158,11 @@ def run_fused(
     if use_pallas and xs_t.shape[0] > 0:
         act, rec_act = config["activation"], config["recurrent_activation"]
         static = _Static(config["kind"], act, rec_act, bool(reverse), bool(zero_output_for_mask), interpret)
-        ys, final = pallas_fused(static, wt, xs_t, state, mask, drop)
-    else:
-        ys, final = fused(spec, bool(reverse), bool(zero_output_for_mask), wt, xs_t, state, mask, drop)
-    ys = ys.astype(xs.dtype)
-    final = jax.tree.map(lambda a: a.astype(xs.dtype), final)
-    return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
+        ys_t, final = pallas_fused(static, wt, xs_t, state, mask, drop)
+        ys = ys_t if time_major else jnp.swapaxes(ys_t, 0, 1)
+    else:  # in the caller's layout: the loop reads and writes batch-major blocks itself
+        ys, final = fused(spec, bool(reverse), bool(zero_output_for_mask), not time_major, wt, xs, state, mask, drop)
+    return ys.astype(xs.dtype), jax.tree.map(lambda a: a.astype(xs.dtype), final)
 
 
 # GPUs (compute capability) where bench/gpu.py measured the Pallas kernel at least as fast as the
