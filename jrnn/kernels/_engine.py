@@ -149,13 +149,17 @@ def _chunks(total, reverse):
     return [(lo, hi) for lo, hi in segments if hi > lo]
 
 
+def _block_steps(lo, hi):
+    """Steps per block of the segment ``[lo, hi)`` from ``_chunks``: ``_CHUNK``, or the remainder."""
+    return _CHUNK if (hi - lo) % _CHUNK == 0 else hi - lo
+
+
 def _blocked(a, lo, hi):
     """``a[lo:hi]`` as ``(blocks, steps, ...)``: whole chunks, or one block for the remainder."""
     if a is None:
         return None
-    seg = a[lo:hi]
-    steps = _CHUNK if (hi - lo) % _CHUNK == 0 else hi - lo
-    return seg.reshape((hi - lo) // steps, steps, *seg.shape[1:])
+    steps = _block_steps(lo, hi)
+    return a[lo:hi].reshape((hi - lo) // steps, steps, *a.shape[1:])
 
 
 def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, batch_major=False):
@@ -216,7 +220,7 @@ def _batch_major_blocks(chunk, reverse, xs, mask, carry):
     batch, total = xs.shape[:2]
     ys = jnp.zeros((batch, total, carry[1].shape[-1]), jnp.float32)
     for lo, hi in _chunks(total, reverse):
-        steps = _CHUNK if (hi - lo) % _CHUNK == 0 else hi - lo
+        steps = _block_steps(lo, hi)
 
         def block(c, inputs, lo=lo, steps=steps):
             carry, ys = c

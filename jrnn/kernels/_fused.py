@@ -127,9 +127,9 @@ def run_fused(
     if xs.ndim != 3:
         layout = "(time, batch, features)" if time_major else "(batch, time, features)"
         raise ValueError(f"`xs` must be of rank 3, laid out {layout}. Received: xs.shape={xs.shape}")
-    xs_t = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    steps, step_shape = (xs.shape[0], xs.shape[1:]) if time_major else (xs.shape[1], xs.shape[::2])
     # The cell's own step validates params, state and input sizes, with its messages.
-    jax.eval_shape(cell.step, params, state, jax.ShapeDtypeStruct(xs_t.shape[1:], xs.dtype))
+    jax.eval_shape(cell.step, params, state, jax.ShapeDtypeStruct(step_shape, xs.dtype))
     if mask is not None:
         mask = check_mask(mask, xs.shape[:2], "(time, batch)" if time_major else "(batch, time)")
         mask = mask if time_major else mask.T
@@ -155,11 +155,12 @@ def run_fused(
     use_pallas, reason = choose_kernel(cell, rec_kernel.shape[0], kernel, dropout=dropout, interpret=interpret)
     if kernel == "pallas" and not use_pallas:
         raise ValueError(f"kernel='pallas' cannot run here: {reason}.")
-    if use_pallas and xs_t.shape[0] > 0:
+    if use_pallas and steps > 0:  # the Pallas kernels are time-major
         act, rec_act = config["activation"], config["recurrent_activation"]
         static = _Static(config["kind"], act, rec_act, bool(reverse), bool(zero_output_for_mask), interpret)
-        ys_t, final = pallas_fused(static, wt, xs_t, state, mask, drop)
-        ys = ys_t if time_major else jnp.swapaxes(ys_t, 0, 1)
+        swap = (lambda a: a) if time_major else (lambda a: jnp.swapaxes(a, 0, 1))
+        ys_t, final = pallas_fused(static, wt, swap(xs), state, mask, drop)
+        ys = swap(ys_t)
     else:  # in the caller's layout: the loop reads and writes batch-major blocks itself
         ys, final = fused(spec, bool(reverse), bool(zero_output_for_mask), not time_major, wt, xs, state, mask, drop)
     return ys.astype(xs.dtype), jax.tree.map(lambda a: a.astype(xs.dtype), final)
