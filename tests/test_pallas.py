@@ -4,6 +4,9 @@ CI has no GPU. The interpreter runs the kernel's shared-memory copies, barriers 
 products on the CPU with race detection; lowering for CUDA checks what the interpreter accepts
 but the real compiler would not (TMA box sizes, swizzles, layouts). The kernel's ``h @ U`` has
 bf16 operands, so values agree with the float32 scan to bf16 accuracy, not float32's.
+
+On a Hopper GPU the same tests also run the compiled kernels (the ``hopper`` cases, marked
+``gpu``), with larger sizes besides: ``make gpu-check`` there. Elsewhere they are skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 from helpers import make_mask
 
 import jrnn
-from jrnn.kernels import _pallas
+from jrnn.kernels import _fused, _pallas
 
 CELLS = {
     "lstm": lambda u, **kw: jrnn.cells.lstm(u, recurrent_activation="sigmoid", **kw),
@@ -24,8 +27,20 @@ CELLS = {
 }
 # (batch, time, n_in, units): size 1; non-powers of two; two CTAs and two 64-unit blocks per gate.
 SIZES = [(1, 1, 1, 1), (3, 7, 5, 6), (20, 4, 3, 70)]
-# The products round h and U to bf16 (8 bits of mantissa): ~1e-3 per step at these sizes.
+# The products round h and U to bf16 (8 bits of mantissa): ~1e-3 per step at these sizes, and
+# 2.6e-3 (values), 1e-3 of the largest gradient at (16, 100, 32, 128), measured in the interpreter.
 BF16_PRODUCT_TOL = 5e-3
+
+_ON_HOPPER = (_fused._device_capability() or "").startswith("9.")
+# Each test runs the kernels in the interpreter, and compiled on a Hopper GPU where there is one.
+RUNS = [
+    pytest.param(True, id="interpret"),
+    pytest.param(
+        False,
+        id="hopper",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not _ON_HOPPER, reason="needs an NVIDIA Hopper GPU (sm_90)")],
+    ),
+]
 
 
 def _setup(kind, size, seed=0, **kw):
@@ -53,14 +68,17 @@ def _assert_close(got, want, tol):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=tol, rtol=tol), got, want)
 
 
-def _compare(cell, params, state, xs, tol=BF16_PRODUCT_TOL, **kwargs):
+def _compare(cell, params, state, xs, interpret, tol=BF16_PRODUCT_TOL, **kwargs):
     ref = lambda p, s, xs: jrnn.run(cell.step, p, s, xs, **kwargs)  # noqa: E731
-    got = lambda p, s, xs: jrnn.kernels.run_fused(cell, p, s, xs, kernel="pallas", interpret=True, **kwargs)  # noqa: E731
-    _assert_close(got(params, state, xs), ref(params, state, xs), tol)
-    assert not _interpreter_races(), "the Mosaic GPU interpreter detected a race in the forward kernel"
-    g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)  # the backward kernel
-    assert not _interpreter_races(), "the Mosaic GPU interpreter detected a race in the backward kernel"
-    g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
+    got = lambda p, s, xs: jrnn.kernels.run_fused(cell, p, s, xs, kernel="pallas", interpret=interpret, **kwargs)  # noqa: E731
+    # On a GPU, XLA's float32 matmuls may use TF32: the reference (and the kernels' input
+    # projection) at full float32, so that only the kernels' bf16 products differ.
+    with jax.default_matmul_precision("highest"):
+        _assert_close(got(params, state, xs), ref(params, state, xs), tol)
+        assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race in the forward"
+        g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)  # the backward kernel
+        assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race in the backward"
+        g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
     _assert_close(g_got, g_ref, 2 * tol * max(scale, 1.0))
 
@@ -71,51 +89,72 @@ def _interpreter_races():
     return interpret_pallas_call.get_races().races_found
 
 
+@pytest.mark.parametrize("interpret", RUNS)
 @pytest.mark.parametrize("kind", sorted(CELLS))
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True)])
-def test_pallas_matches_the_scan(kind, size, pattern, reverse):
+def test_pallas_matches_the_scan(kind, size, pattern, reverse, interpret):
     cell, params, state, xs = _setup(kind, size)
     mask = make_mask(pattern, *xs.shape[:2])
-    _compare(cell, params, state, xs, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
+    _compare(cell, params, state, xs, interpret, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
 
 
-@pytest.mark.parametrize("pattern", ["right", "left"])
-def test_padding_masks(pattern):
-    cell, params, state, xs = _setup("lstm", (5, 6, 3, 9))
-    _compare(cell, params, state, xs, mask=jnp.asarray(make_mask(pattern, 5, 6)))
-
-
+# Hardware only (the interpreter takes ~30 s per case at these sizes): several CTAs, padded and
+# full 128-unit tiles, 100 steps, the benchmark's batch sizes.
+@pytest.mark.gpu
+@pytest.mark.skipif(not _ON_HOPPER, reason="needs an NVIDIA Hopper GPU (sm_90)")
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_zero_output_time_major_and_no_bias(kind):
+@pytest.mark.parametrize("size", [(17, 100, 40, 64), (128, 50, 64, 128), (40, 30, 20, 100)], ids=str)
+@pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True), ("left", False)])
+def test_compiled_kernels_at_larger_sizes(kind, size, pattern, reverse):
+    cell, params, state, xs = _setup(kind, size)
+    mask = make_mask(pattern, *xs.shape[:2])
+    _compare(cell, params, state, xs, False, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
+
+
+@pytest.mark.parametrize("interpret", RUNS)
+@pytest.mark.parametrize("pattern", ["right", "left"])
+def test_padding_masks(pattern, interpret):
+    cell, params, state, xs = _setup("lstm", (5, 6, 3, 9))
+    _compare(cell, params, state, xs, interpret, mask=jnp.asarray(make_mask(pattern, 5, 6)))
+
+
+@pytest.mark.parametrize("interpret", RUNS)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_zero_output_time_major_and_no_bias(kind, interpret):
     cell, params, state, xs = _setup(kind, (4, 5, 3, 7), use_bias=False)
     mask = jnp.asarray(make_mask("holes", 4, 5)).T
     xs = jnp.swapaxes(xs, 0, 1)
-    _compare(cell, params, state, xs, mask=mask, time_major=True, zero_output_for_mask=True)
+    _compare(cell, params, state, xs, interpret, mask=mask, time_major=True, zero_output_for_mask=True)
 
 
-def test_bf16_inputs_stay_close_to_float32():
+@pytest.mark.parametrize("interpret", RUNS)
+def test_bf16_inputs_stay_close_to_float32(interpret):
     cell, params, state, xs = _setup("lstm", (3, 6, 4, 10))
-    run = lambda p, s, x: jrnn.kernels.run_fused(cell, p, s, x, kernel="pallas", interpret=True)  # noqa: E731
+    run = lambda p, s, x: jrnn.kernels.run_fused(cell, p, s, x, kernel="pallas", interpret=interpret)  # noqa: E731
     bf16 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)  # noqa: E731
     ys, final = run(bf16(params), bf16(state), bf16(xs))
     assert ys.dtype == jnp.bfloat16 and final.c.dtype == jnp.bfloat16
-    ref, _ = jrnn.run(cell.step, params, state, xs)
+    with jax.default_matmul_precision("highest"):
+        ref, _ = jrnn.run(cell.step, params, state, xs)
     np.testing.assert_allclose(ys.astype(jnp.float32), ref, atol=3e-2)
 
 
-def test_vmap_over_a_leading_axis():
+@pytest.mark.parametrize("interpret", RUNS)
+def test_vmap_over_a_leading_axis(interpret):
     cell, params, state, xs = _setup("gru", (2, 4, 3, 5))
     xs2 = jnp.stack([xs, -xs])
-    run = lambda x: jrnn.kernels.run_fused(cell, params, state, x, kernel="pallas", interpret=True)  # noqa: E731
-    got = jax.vmap(run)(xs2)
-    want = jax.vmap(lambda x: jrnn.run(cell.step, params, state, x))(xs2)
+    run = lambda x: jrnn.kernels.run_fused(cell, params, state, x, kernel="pallas", interpret=interpret)  # noqa: E731
+    with jax.default_matmul_precision("highest"):
+        got = jax.vmap(run)(xs2)
+        want = jax.vmap(lambda x: jrnn.run(cell.step, params, state, x))(xs2)
     _assert_close(got, want, BF16_PRODUCT_TOL)
 
 
-def test_no_time_steps_runs_the_xla_loop():
+@pytest.mark.parametrize("interpret", RUNS)
+def test_no_time_steps_runs_the_xla_loop(interpret):
     cell, params, state, xs = _setup("lstm", (2, 0, 3, 4))
-    ys, final = jrnn.kernels.run_fused(cell, params, state, xs, kernel="pallas", interpret=True)
+    ys, final = jrnn.kernels.run_fused(cell, params, state, xs, kernel="pallas", interpret=interpret)
     assert ys.shape == (2, 0, 4)
     _assert_close(final, state, 0.0)
 
@@ -191,3 +230,12 @@ def test_dispatch_reasons_and_errors():
             jrnn.kernels.run_fused(cell, params, state, xs, kernel="pallas")
     with pytest.raises(ValueError, match=r"`kernel` must be 'auto', 'xla' or 'pallas'\. Received: 'cuda'"):
         jrnn.kernels.run_fused(cell, params, state, xs, kernel="cuda")
+
+
+def test_only_hopper_gpus_run_the_kernel(monkeypatch):
+    cell = jrnn.cells.lstm(4)
+    monkeypatch.setattr(_fused, "_device_capability", lambda: "10.0")  # Blackwell: no wgmma
+    ok, why = jrnn.kernels.choose_kernel(cell, 4, "pallas")
+    assert not ok and "needs an NVIDIA Hopper GPU (sm_90)" in why
+    monkeypatch.setattr(_fused, "_device_capability", lambda: "9.0")
+    assert jrnn.kernels.choose_kernel(cell, 4, "pallas") == (True, "pallas")
