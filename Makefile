@@ -22,11 +22,10 @@ test: $(STAMP)
 	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
-# On an NVIDIA Hopper machine whose python3 already has JAX with CUDA, Flax and PyTorch (the device
-# image; it has no network): the Pallas kernels compiled there against the scan, then bench/gpu.py.
+# On an NVIDIA Hopper machine whose python3 already has JAX with CUDA and Flax (no venv, no network
+# needed): the Pallas kernels compiled there, against the scan. Then bench/gpu.py, in parts (--only).
 gpu-check:
 	PYTHONPATH=. $(PYTHON) -m pytest -q -m gpu tests/test_pallas.py
-	PYTHONPATH=. $(PYTHON) bench/gpu.py
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[notebooks]'

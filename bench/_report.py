@@ -19,11 +19,12 @@ def git_head() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
-def write(lines: list[str], out: str) -> None:
-    """Prints the report, and writes it to ``out`` unless ``out`` is ``-``."""
+def write(lines: list[str], out: str, echo: bool = True) -> None:
+    """Writes the report to ``out`` unless ``out`` is ``-``, and prints it if ``echo``."""
     text = "\n".join(lines)
     if out != "-":
-        os.makedirs(os.path.dirname(out), exist_ok=True)
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
         with open(out, "w") as f:
             f.write(text)
-    print(text)
+    if echo:
+        print(text)

@@ -13,6 +13,9 @@ calls (no device-event API; dispatch is amortised over the batch). Peak memory: 
 
     python bench/gpu.py                   # the matrix, writes bench/results/gpu.md
     python bench/gpu.py --smoke --out -   # tiny sizes, any backend: checks that the script runs
+    python bench/gpu.py --only 'H=(64|128) ' --out $OUT/gpu_small.md   # the sections matching a regex
+
+The file is rewritten after every section, so a run stopped at a time limit keeps what it measured.
 
 The Pallas row runs ``jrnn.kernels.run_fused(..., kernel="pallas")`` where ``choose_kernel`` allows
 it (NVIDIA Hopper, units <= 128); elsewhere the script prints the reason and leaves the row out.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -258,6 +262,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--inner", type=int, default=5, help="JAX calls per timed batch")
     parser.add_argument("--out", default="bench/results/gpu.md", help="markdown file, or - for stdout")
+    parser.add_argument("--only", default="", help="a regex: run the sections whose title matches it")
     args = parser.parse_args()
     device = jax.devices()[0]
     lines = [
@@ -275,10 +280,14 @@ def main():
     ]
     for config in SMOKE if args.smoke else MATRIX:
         kind, batch, steps, n_in, units, dtype, training = config
-        print(f"{config}", file=sys.stderr, flush=True)
-        mode = "training" if training else "inference"
+        title = (
+            f"{kind.upper()} B={batch} T={steps} I={n_in} H={units} {dtype} ({'training' if training else 'inference'})"
+        )
+        if not re.search(args.only, title):
+            continue
+        print(title, file=sys.stderr, flush=True)
         lines += [
-            f"## {kind.upper()} B={batch} T={steps} I={n_in} H={units} {dtype} ({mode})",
+            f"## {title}",
             "",
             "| implementation | fwd ms | us/step | fwd+bwd ms | peak MiB | max error |",
             "|---|---|---|---|---|---|",
@@ -289,6 +298,7 @@ def main():
                 f"| {name} | {1e3 * t_f:.3f} | {per_step:.2f} | {1e3 * t_b:.3f} | {mem / 2**20:.1f} | {err:.2e} |"
             )
         lines.append("")
+        _report.write(lines, args.out, echo=False)  # what is measured so far survives a time limit
     _report.write(lines, args.out)
 
 
