@@ -16,7 +16,12 @@ def cell(kind: str, units: int):
 
 
 def git_head() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    """The checkout's commit; ``unknown`` where there is no git (a copied tree on a device machine)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        head = ""
+    return head or "unknown"
 
 
 def write(lines: list[str], out: str, echo: bool = True) -> None:
