@@ -31,16 +31,14 @@ SIZES = [(1, 1, 1, 1), (3, 7, 5, 6), (20, 4, 3, 70)]
 # 2.6e-3 (values), 1e-3 of the largest gradient at (16, 100, 32, 128), measured in the interpreter.
 BF16_PRODUCT_TOL = 5e-3
 
-_ON_HOPPER = (_fused._device_capability() or "").startswith("9.")
-# Each test runs the kernels in the interpreter, and compiled on a Hopper GPU where there is one.
-RUNS = [
-    pytest.param(True, id="interpret"),
-    pytest.param(
-        False,
-        id="hopper",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(not _ON_HOPPER, reason="needs an NVIDIA Hopper GPU (sm_90)")],
+ON_HOPPER = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not (_fused._device_capability() or "").startswith("9."), reason="needs an NVIDIA Hopper GPU (sm_90)"
     ),
 ]
+# Each test runs the kernels in the interpreter, and compiled on a Hopper GPU where there is one.
+RUNS = [pytest.param(True, id="interpret"), pytest.param(False, id="hopper", marks=ON_HOPPER)]
 
 
 def _setup(kind, size, seed=0, **kw):
@@ -101,10 +99,11 @@ def test_pallas_matches_the_scan(kind, size, pattern, reverse, interpret):
 
 # Hardware only (the interpreter takes ~30 s per case at these sizes): several CTAs, padded and
 # full 128-unit tiles, 100 steps, the benchmark's batch sizes.
-@pytest.mark.gpu
-@pytest.mark.skipif(not _ON_HOPPER, reason="needs an NVIDIA Hopper GPU (sm_90)")
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("size", [(17, 100, 40, 64), (128, 50, 64, 128), (40, 30, 20, 100)], ids=str)
+@pytest.mark.parametrize(
+    "size",
+    [pytest.param(s, marks=ON_HOPPER, id=str(s)) for s in [(17, 100, 40, 64), (128, 50, 64, 128), (40, 30, 20, 100)]],
+)
 @pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True), ("left", False)])
 def test_compiled_kernels_at_larger_sizes(kind, size, pattern, reverse):
     cell, params, state, xs = _setup(kind, size)
