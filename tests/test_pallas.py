@@ -33,9 +33,7 @@ BF16_PRODUCT_TOL = 5e-3
 
 ON_HOPPER = [
     pytest.mark.gpu,
-    pytest.mark.skipif(
-        not (_fused._device_capability() or "").startswith("9."), reason="needs an NVIDIA Hopper GPU (sm_90)"
-    ),
+    pytest.mark.skipif(not _fused._hopper(_fused._device_capability()), reason="needs an NVIDIA Hopper GPU (sm_90)"),
 ]
 # Each test runs the kernels in the interpreter, and compiled on a Hopper GPU where there is one.
 RUNS = [pytest.param(True, id="interpret"), pytest.param(False, id="hopper", marks=ON_HOPPER)]

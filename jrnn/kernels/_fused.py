@@ -16,7 +16,7 @@ from jrnn._errors import message
 from jrnn._masking import check_mask
 from jrnn._types import Cell
 from jrnn.cells import GRUState, LSTMState, SimpleRNNState
-from jrnn.kernels._engine import Dropout, Spec, Weights, fused
+from jrnn.kernels._engine import Dropout, Spec, Weights, _swap, fused
 from jrnn.kernels._pallas import _Static, pallas_eligible, pallas_fused
 
 
@@ -158,9 +158,8 @@ def run_fused(
     if use_pallas and steps > 0:  # the Pallas kernels are time-major
         act, rec_act = config["activation"], config["recurrent_activation"]
         static = _Static(config["kind"], act, rec_act, bool(reverse), bool(zero_output_for_mask), interpret)
-        swap = (lambda a: a) if time_major else (lambda a: jnp.swapaxes(a, 0, 1))
-        ys_t, final = pallas_fused(static, wt, swap(xs), state, mask, drop)
-        ys = swap(ys_t)
+        ys_t, final = pallas_fused(static, wt, _swap(xs, not time_major), state, mask, drop)
+        ys = _swap(ys_t, not time_major)
     else:  # in the caller's layout: the loop reads and writes batch-major blocks itself
         ys, final = fused(spec, bool(reverse), bool(zero_output_for_mask), not time_major, wt, xs, state, mask, drop)
     return ys.astype(xs.dtype), jax.tree.map(lambda a: a.astype(xs.dtype), final)
@@ -175,6 +174,11 @@ def _device_capability() -> str | None:
     """The default device's CUDA compute capability (``'9.0'``), or ``None`` off NVIDIA GPUs."""
     device = jax.devices()[0]
     return getattr(device, "compute_capability", None) if device.platform == "gpu" else None
+
+
+def _hopper(capability: str | None) -> bool:
+    """Whether a compute capability is Hopper's (9.x): wgmma, which the kernels use, is sm_90's alone."""
+    return capability is not None and capability.split(".")[0] == "9"
 
 
 def choose_kernel(cell: Cell, units: int, kernel="auto", *, dropout=None, interpret=False) -> tuple[bool, str]:
@@ -193,7 +197,7 @@ def choose_kernel(cell: Cell, units: int, kernel="auto", *, dropout=None, interp
         return False, reason
     if not interpret:
         capability = _device_capability()
-        if capability is None or capability.split(".")[0] != "9":  # wgmma is sm_90's alone
+        if not _hopper(capability):
             kind = jax.devices()[0].device_kind
             return False, f"the Pallas kernel needs an NVIDIA Hopper GPU (sm_90); the device is {kind}"
         if kernel == "auto" and capability not in _PALLAS_MEASURED_FASTER:

@@ -89,35 +89,32 @@ def _round_up(n, m):
     return -(-n // m) * m
 
 
-def _smem_bytes(kind, units, masked, stages):
+def _ring_depth(fixed, per_stage, least):
+    """The deepest prefetch ring, ``least``..``_MAX_STAGES`` slots, that fits in shared memory; 0 if none."""
+    fits = [s for s in range(least, _MAX_STAGES + 1) if fixed + s * per_stage <= _SMEM_BYTES]
+    return max(fits) if fits else 0
+
+
+def _stages(kind, units, masked):
+    """The forward's ring depth (at least 2: one slot in use while the next step's loads land)."""
     gates, states = (4, 2) if kind == "lstm" else (3, 1)
     u = _round_up(units, _ROWS)
     fixed = gates * u * u * 2 + u * _BT * 2 + states * u * _BT * 4  # U^T, h (bf16), state staging
     if kind == "gru":
         fixed += gates * u * _BT * 4  # the recurrent bias, broadcast over the tile
     per_stage = gates * u * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
-    return fixed + stages * per_stage
+    return _ring_depth(fixed, per_stage, least=2)
 
 
-def _stages(kind, units, masked):
-    fits = [s for s in range(2, _MAX_STAGES + 1) if _smem_bytes(kind, units, masked, s) <= _SMEM_BYTES]
-    return max(fits) if fits else 0
-
-
-def _bwd_smem_bytes(kind, units, masked, stages):
+def _bwd_stages(kind, units, masked):
+    """The backward's ring depth; 1 (no prefetch past the next step) where only one step fits."""
     gates, states = (4, 2) if kind == "lstm" else (3, 1)
     u = _round_up(units, _ROWS)
     fixed = gates * u * u * 2 + gates * u * _BT * 2 + states * u * _BT * 4  # U, d_pre (bf16), final staging
     # Per step: the pre-activations (both halves for the GRU), the previous state, dh, the mask.
     pre_halves = 1 if kind == "lstm" else 2
     per_stage = pre_halves * gates * u * _BT * 4 + 2 * u * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
-    return fixed + stages * per_stage
-
-
-def _bwd_stages(kind, units, masked):
-    """The backward's ring depth; 1 (no prefetch past the next step) where only one step fits."""
-    fits = [s for s in range(1, _MAX_STAGES + 1) if _bwd_smem_bytes(kind, units, masked, s) <= _SMEM_BYTES]
-    return max(fits) if fits else 0
+    return _ring_depth(fixed, per_stage, least=1)
 
 
 def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False) -> tuple[bool, str]:
