@@ -148,6 +148,48 @@ def test_vmap_over_a_leading_axis(interpret):
     _assert_close(got, want, BF16_PRODUCT_TOL)
 
 
+def _two_directions(kind, size, seed=0):
+    """A Bidirectional's two directions: weights stacked on a leading axis, the mask with holes."""
+    cell, p_fwd, state, xs = _setup(kind, size, seed)
+    p_bwd = _setup(kind, size, seed + 1)[1]
+    params = jax.tree.map(lambda a, b: jnp.stack([a, b]), p_fwd, p_bwd)
+    return cell, params, state, xs, jnp.asarray(make_mask("holes", *xs.shape[:2]))
+
+
+def _both_directions(run, params, xs, mask):
+    """``run`` over both directions at once: the backward direction reads time-flipped inputs and mask."""
+    flip = lambda a: jnp.stack([a, jnp.flip(a, 1)])  # noqa: E731
+    ys, final = jax.vmap(run)(params, flip(xs), flip(mask))
+    return jnp.concatenate([ys[0], jnp.flip(ys[1], 1)], axis=-1), final
+
+
+# Directions as a grid axis: under jax.vmap the kernels' launch gains a leading grid axis, so a
+# Bidirectional layer's two directions (or any stack of independent recurrences) run in one launch.
+@pytest.mark.parametrize("interpret", RUNS)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_both_directions_in_one_vmapped_launch(kind, interpret):
+    cell, params, state, xs, mask = _two_directions(kind, (3, 5, 4, 6))
+
+    def got(params, xs):
+        run = lambda p, x, m: jrnn.kernels.run_fused(cell, p, state, x, mask=m, kernel="pallas", interpret=interpret)  # noqa: E731
+        return _both_directions(run, params, xs, mask)
+
+    def want(params, xs):  # the scans a Bidirectional runs: forward, and go_backwards
+        p_fwd, p_bwd = (jax.tree.map(lambda a, i=i: a[i], params) for i in range(2))
+        y_f, s_f = jrnn.run(cell.step, p_fwd, state, xs, mask=mask)
+        y_b, s_b = jrnn.run(cell.step, p_bwd, state, xs, mask=mask, reverse=True)
+        return jnp.concatenate([y_f, y_b], axis=-1), jax.tree.map(lambda a, b: jnp.stack([a, b]), s_f, s_b)
+
+    loss = lambda fn: lambda p, x: _loss(lambda p, s, x: fn(p, x))(p, None, x)  # noqa: E731
+    with jax.default_matmul_precision("highest"):
+        _assert_close(got(params, xs), want(params, xs), BF16_PRODUCT_TOL)
+        g_got = jax.grad(loss(got), (0, 1))(params, xs)
+        assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race"
+        g_ref = jax.grad(loss(want), (0, 1))(params, xs)
+    scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
+    _assert_close(g_got, g_ref, 2 * BF16_PRODUCT_TOL * max(scale, 1.0))
+
+
 @pytest.mark.parametrize("interpret", RUNS)
 def test_no_time_steps_runs_the_xla_loop(interpret):
     cell, params, state, xs = _setup("lstm", (2, 0, 3, 4))
@@ -189,6 +231,21 @@ def test_lowers_for_cuda(hopper, kind, units, masked, reverse, dtype):
     assert _kernel_launches(_lower_for_cuda(cell, params, state, xs, mask=mask, reverse=reverse)) == 1
     # The gradient: the forward kernel, then the backward kernel.
     assert _kernel_launches(_lower_for_cuda(cell, params, state, xs, mask=mask, reverse=reverse, grad=True)) == 2
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_both_directions_lower_to_one_launch(hopper, kind):
+    cell, params, state, xs, mask = _two_directions(kind, (33, 7, 11, 100))
+
+    def run(p, x):
+        kernel = lambda p, x, m: jrnn.kernels.run_fused(cell, p, state, x, mask=m, kernel="pallas")  # noqa: E731
+        return _both_directions(kernel, p, x, mask)[0]
+
+    def lowered(fn):
+        return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
+
+    assert _kernel_launches(lowered(run)) == 1
+    assert _kernel_launches(lowered(jax.grad(lambda p, x: jnp.sum(run(p, x)), (0, 1)))) == 2
 
 
 @pytest.mark.parametrize("activation", sorted(f.__name__ for f in _pallas._LOWERABLE))

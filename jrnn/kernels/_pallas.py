@@ -29,6 +29,10 @@ bf16 operands with float32 accumulation, also for float32 inputs, so results dif
 float32 scan by bf16 rounding (relative ~1e-3 per step). Everything else (input projection, gate
 math, states, weight gradients) is float32.
 
+Directions and other independent recurrences: under ``jax.vmap`` each kernel launch gains a
+leading grid axis (Pallas' batching rule), so a Bidirectional's two directions, stacked with the
+backward one's inputs and mask flipped in time, run in one forward and one backward launch.
+
 Tests run both kernels in the Mosaic GPU interpreter on the CPU (``interpret=True``), with race
 detection, and lower them for CUDA; no GPU measurement exists yet (``bench/gpu.py``).
 """
