@@ -11,6 +11,8 @@ On a Hopper GPU the same tests also run the compiled kernels (the ``hopper`` cas
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,6 +150,27 @@ def test_vmap_over_a_leading_axis(interpret):
     _assert_close(got, want, BF16_PRODUCT_TOL)
 
 
+# implementation=2 (Keras 3's only form): one recurrent dropout mask for all gates, on h before h @ U.
+@pytest.mark.parametrize("interpret", RUNS)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_dropout_in_the_kernels(kind, interpret):
+    cell, params, state, xs = _setup(kind, (18, 6, 5, 70), dropout=0.3, recurrent_dropout=0.4, implementation=2)
+    masks = cell.dropout_masks(jax.random.key(9), params, (18,))
+    assert masks.recurrent.shape == (1, 18, 70)
+    mask = jnp.asarray(make_mask("holes", 18, 6))
+    ref = lambda p, s, xs: jrnn.run(partial(cell.step, dropout=masks), p, s, xs, mask=mask, reverse=True)  # noqa: E731
+    got = lambda p, s, xs: jrnn.kernels.run_fused(  # noqa: E731
+        cell, p, s, xs, mask=mask, reverse=True, dropout=masks, kernel="pallas", interpret=interpret
+    )
+    with jax.default_matmul_precision("highest"):
+        _assert_close(got(params, state, xs), ref(params, state, xs), BF16_PRODUCT_TOL)
+        g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)
+        assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race"
+        g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
+    scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
+    _assert_close(g_got, g_ref, 2 * BF16_PRODUCT_TOL * max(scale, 1.0))
+
+
 def _two_directions(kind, size, seed=0):
     """A Bidirectional's two directions: weights stacked on a leading axis, the mask with holes."""
     cell, p_fwd, state, xs = _setup(kind, size, seed)
@@ -233,6 +256,25 @@ def test_lowers_for_cuda(hopper, kind, units, masked, reverse, dtype):
     assert _kernel_launches(_lower_for_cuda(cell, params, state, xs, mask=mask, reverse=reverse, grad=True)) == 2
 
 
+# The recurrent dropout mask is staged through shared memory the kernels already have: at 128
+# units with a time mask the LSTM has no room for another tile.
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("units", [64, 128])
+def test_recurrent_dropout_lowers_for_cuda(hopper, kind, units):
+    cell, params, state, xs = _setup(kind, (33, 7, 11, units), recurrent_dropout=0.25, implementation=2)
+    masks = cell.dropout_masks(jax.random.key(3), params, (33,))
+    mask = jnp.asarray(make_mask("holes", 33, 7))
+
+    def run(p, x):
+        return jrnn.kernels.run_fused(cell, p, state, x, mask=mask, dropout=masks, kernel="pallas")
+
+    def lowered(fn):
+        return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
+
+    assert _kernel_launches(lowered(run)) == 1
+    assert _kernel_launches(lowered(jax.grad(lambda p, x: jnp.sum(run(p, x)[0]), (0, 1)))) == 2
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_both_directions_lower_to_one_launch(hopper, kind):
     cell, params, state, xs, mask = _two_directions(kind, (33, 7, 11, 100))
@@ -263,7 +305,12 @@ def test_every_lowerable_activation_lowers(hopper, activation):
         (jrnn.cells.lstm(8, activation="elu"), 8, None, "activation='elu' has no Mosaic GPU lowering"),
         (jrnn.cells.gru(8), 8, None, "reset_after=False runs on the XLA fused path"),
         (jrnn.cells.simple_rnn(8), 8, None, "LSTM and GRU cells only"),
-        (jrnn.cells.lstm(8, recurrent_dropout=0.5), 8, "recurrent", "recurrent dropout is not in the Pallas kernel"),
+        (
+            jrnn.cells.lstm(8, recurrent_dropout=0.5, implementation=1),
+            8,
+            "recurrent",
+            "per-gate recurrent dropout masks (implementation=1) are not in the Pallas kernel",
+        ),
     ],
 )
 def test_ineligible_configurations_say_why(cell, units, dropout, reason):

@@ -191,8 +191,8 @@ def choose_kernel(cell: Cell, units: int, kernel="auto", *, dropout=None, interp
         return False, "kernel='xla'"
     if kernel not in ("auto", "pallas"):
         return False, f"kernel must be 'auto', 'xla' or 'pallas', not {kernel!r}"
-    rec_dropout = dropout is not None and dropout.recurrent is not None
-    ok, reason = pallas_eligible(cell.config, units, recurrent_dropout=rec_dropout)
+    rec_masks = 0 if dropout is None or dropout.recurrent is None else dropout.recurrent.shape[0]
+    ok, reason = pallas_eligible(cell.config, units, recurrent_dropout=rec_masks)
     if not ok:
         return False, reason
     if not interpret:

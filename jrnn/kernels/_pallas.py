@@ -24,6 +24,12 @@ in shared memory: per step the gate math's vjp in float32 gives the pre-activati
 the state's gradients through. The weight, bias and input gradients are then large XLA matmuls
 (``_engine._weight_grads``), as in the XLA fused path.
 
+Recurrent dropout (one mask for all gates, ``implementation=2``): the kernels load the
+``(units, batch tile)`` mask once into registers, staged through shared memory they already have,
+and feed ``h * mask`` to every product; the backward masks ``U @ d_rec`` the same way. Per-gate
+masks (``implementation=1``) would need a product input per gate in shared memory, which does not
+fit at 128 units; they run on the XLA fused path.
+
 The input projection ``gx`` is XLA's (one large matmul). Precision: ``h @ U`` and ``U @ d`` use
 bf16 operands with float32 accumulation, also for float32 inputs, so results differ from the
 float32 scan by bf16 rounding (relative ~1e-3 per step). Everything else (input projection, gate
@@ -79,6 +85,7 @@ class _Plan(NamedTuple):
     masked: bool
     reverse: bool
     interpret: bool
+    dropped: bool  # recurrent dropout: one (units, batch) mask on h before every product
 
     @property
     def gates(self):
@@ -121,8 +128,12 @@ def _bwd_stages(kind, units, masked):
     return _ring_depth(fixed, per_stage, least=1)
 
 
-def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False) -> tuple[bool, str]:
-    """Whether the Pallas kernel can run a cell with this ``config``, and if not, why not."""
+def pallas_eligible(config, units: int, *, recurrent_dropout: int = 0) -> tuple[bool, str]:
+    """Whether the Pallas kernel can run a cell with this ``config``, and if not, why not.
+
+    ``recurrent_dropout`` is the number of recurrent dropout masks: 0 (none), 1 (one for all
+    gates, Keras' default ``implementation=2``) or one per gate (``implementation=1``).
+    """
     if config is None or config.get("kind") not in ("lstm", "gru"):
         return False, "the Pallas kernel runs LSTM and GRU cells only"
     if config["kind"] == "gru" and not config["reset_after"]:
@@ -132,8 +143,11 @@ def pallas_eligible(config, units: int, *, recurrent_dropout: bool = False) -> t
             return False, f"{name}={getattr(config[name], '__name__', config[name])!r} has no Mosaic GPU lowering"
     if units > _MAX_UNITS:
         return False, f"hidden size {units} exceeds the on-chip limit of {_MAX_UNITS} units per CTA"
-    if recurrent_dropout:
-        return False, "recurrent dropout is not in the Pallas kernel; it runs on the XLA fused path"
+    if recurrent_dropout > 1:
+        return False, (
+            "per-gate recurrent dropout masks (implementation=1) are not in the Pallas kernel; "
+            "they run on the XLA fused path"
+        )
     fits = _stages(config["kind"], units, masked=True) and _bwd_stages(config["kind"], units, masked=True)
     if not fits:  # pragma: no cover - every size up to _MAX_UNITS fits
         return False, f"hidden size {units} does not fit in shared memory"
@@ -223,8 +237,10 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     c0_ref = refs.pop(0) if lstm else None
     b_ref = refs.pop(0) if not lstm else None
     m_ref = refs.pop(0) if plan.masked else None
+    dm_ref = refs.pop(0) if plan.dropped else None
     hs_ref = refs.pop(0)
     cs_ref = refs.pop(0) if lstm else None
+    drop_bar = refs.pop() if plan.dropped else None
     ut_smem, h_smem, st_smem, gx_smem = refs[:4]
     m_smem = refs.pop(4) if plan.masked else None
     b_smem = refs.pop(4) if not lstm else None
@@ -258,8 +274,18 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     plgpu.barrier_wait(once_bar)
     h = tuple(wg(st_smem[0, rows]) for rows in blocks)
     c = tuple(wg(st_smem[1, rows]) for rows in blocks) if lstm else ()
-    for rows, h_k in zip(blocks, h, strict=True):
-        h_smem[rows] = h_k.astype(jnp.bfloat16)
+    keep_h = None  # the recurrent dropout mask, in registers for all steps
+    if plan.dropped:  # staged through st_smem[0] once every thread has read h0 from it
+        plgpu.commit_smem()
+        plgpu.copy_gmem_to_smem(dm_ref.at[:, cols], st_smem.at[0], drop_bar)
+        plgpu.barrier_wait(drop_bar)
+        keep_h = tuple(wg(st_smem[0, rows]) for rows in blocks)
+
+    def product_input(k, h_k):  # the B operand: h, or h * mask under recurrent dropout
+        return (h_k if keep_h is None else h_k * keep_h[k]).astype(jnp.bfloat16)
+
+    for k, (rows, h_k) in enumerate(zip(blocks, h, strict=True)):
+        h_smem[rows] = product_input(k, h_k)
     plgpu.commit_smem()
 
     def rec_product(gate, rows):  # (64, BT) = U^T[gate block, these units] @ h^T, f32
@@ -291,9 +317,9 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
             new_h.append(h_k)
         ti = time_index(t)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the last step's stores have read the staging
-        for rows, h_k in zip(blocks, new_h, strict=True):
+        for k, (rows, h_k) in enumerate(zip(blocks, new_h, strict=True)):
             st_smem[0, rows] = h_k
-            h_smem[rows] = h_k.astype(jnp.bfloat16)
+            h_smem[rows] = product_input(k, h_k)
         for rows, c_k in zip(blocks, new_c, strict=lstm):
             st_smem[1, rows] = c_k
         plgpu.commit_smem()
@@ -312,7 +338,7 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     plgpu.wait_smem_to_gmem(0)
 
 
-def _launch(plan: _Plan, gx_t, ut, h0_t, c0_t, b_t, m_t):
+def _launch(plan: _Plan, gx_t, ut, h0_t, c0_t, b_t, m_t, dm_t):
     """The kernel on transposed, padded operands: ``(hs, cs)``, each ``(T, units, batch)`` f32."""
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
@@ -331,8 +357,10 @@ def _launch(plan: _Plan, gx_t, ut, h0_t, c0_t, b_t, m_t):
         scratch.append(plgpu.SMEM((gates * u, _BT), jnp.float32))  # the recurrent bias
     once = 2 * gates + 1 if plan.kind == "gru" else gates + 2  # U^T, h0, and c0 or the bias
     scratch += [plgpu.Barrier(num_arrivals=gates + plan.masked, num_barriers=stages), plgpu.Barrier(num_arrivals=once)]
+    scratch += [plgpu.Barrier(num_arrivals=1)] if plan.dropped else []  # the dropout mask's load
     out = jax.ShapeDtypeStruct((plan.steps, u, plan.batch), jnp.float32)
     inputs = [gx_t, ut, h0_t] + ([c0_t] if plan.kind == "lstm" else [b_t]) + ([m_t] if plan.masked else [])
+    inputs += [dm_t] if plan.dropped else []
     outs = _call(plan, partial(_kernel_body, plan, stages), (out,) * plan.state_count, scratch, inputs)
     return outs[0], (outs[1] if plan.kind == "lstm" else None)
 
@@ -375,6 +403,7 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
     sp_ref, dh_ref, u_ref = refs.pop(0), refs.pop(0), refs.pop(0)
     dc_ref = refs.pop(0) if lstm else None
     m_ref = refs.pop(0) if plan.masked else None
+    dm_ref = refs.pop(0) if plan.dropped else None
     dpre_out = refs.pop(0)
     dhr_out = None if lstm else refs.pop(0)
     dh0_out = refs.pop(0)
@@ -416,11 +445,15 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
     per_gate(u_ref, u_smem, once_bar)
     if lstm:
         plgpu.copy_gmem_to_smem(dc_ref.at[:, cols], fin_smem.at[1], once_bar)
+    if plan.dropped:  # fin_smem[0] is free until the end
+        plgpu.copy_gmem_to_smem(dm_ref.at[:, cols], fin_smem.at[0], once_bar)
     for s in range(min(stages, steps)):
         fetch(s, s)
     plgpu.barrier_wait(once_bar)
     dh = tuple(wg(jnp.zeros((_ROWS, _BT), jnp.float32)) for _ in blocks)
     dc = tuple(wg(fin_smem[1, rows]) for rows in blocks) if lstm else ()
+    # The recurrent dropout mask: the product's input was h * mask, so its gradient is masked too.
+    keep_h = tuple(wg(fin_smem[0, rows]) for rows in blocks) if plan.dropped else None
 
     def rec_product(rows):  # (64, BT) = sum over gates of U_g[these units] @ d_rec_g^T, f32
         return _tensor_core_sum(
@@ -470,8 +503,8 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
             per_gate(hr_ring.at[slot], dhr_out.at[ti, :, cols])
         plgpu.commit_smem_to_gmem_group()
         new_dh = []
-        for rows, d_hp in zip(blocks, direct, strict=True):
-            d = rec_product(rows)
+        for k, (rows, d_hp) in enumerate(zip(blocks, direct, strict=True)):
+            d = rec_product(rows) if keep_h is None else rec_product(rows) * keep_h[k]
             new_dh.append(d if d_hp is None else d + d_hp)
         # Refill the slot of step j with step j + stages once its stores have read it: the previous
         # step's (one store group may stay in flight), or this step's when the ring has one slot.
@@ -516,7 +549,8 @@ def _launch_bwd(plan: _Plan, inputs):
         plgpu.SMEM((plan.state_count, u, _BT), jnp.float32),  # dc in, d_state0 out
     ]
     per_step = gates * (1 if lstm else 2) + 2 + plan.masked
-    scratch += [plgpu.Barrier(num_arrivals=per_step, num_barriers=stages), plgpu.Barrier(num_arrivals=gates + lstm)]
+    once = gates + lstm + plan.dropped  # U, and dc and the dropout mask where there are
+    scratch += [plgpu.Barrier(num_arrivals=per_step, num_barriers=stages), plgpu.Barrier(num_arrivals=once)]
     d_pre = jax.ShapeDtypeStruct((plan.steps, gates * u, plan.batch), jnp.float32)
     d_state = jax.ShapeDtypeStruct((u, plan.batch), jnp.float32)
     outs = [d_pre] * (1 if lstm else 2) + [d_state] * plan.state_count
@@ -578,15 +612,20 @@ class _Static(NamedTuple):
     interpret: bool
 
 
-def _plan(st: _Static, steps, units, batch, masked) -> _Plan:
+def _plan(st: _Static, steps, units, batch, masked, dropped) -> _Plan:
     u, b = _round_up(units, _ROWS), _round_up(batch, _BT)
-    return _Plan(st.kind, st.activation, st.recurrent_activation, steps, u, b, masked, st.reverse, st.interpret)
+    return _Plan(
+        st.kind, st.activation, st.recurrent_activation, steps, u, b, masked, st.reverse, st.interpret, dropped
+    )
 
 
-def _states(st: _Static, wt: Weights, gx, state0, mask):
-    """Per-step states, time-major ``(T, B, units)`` f32: ``(hs, cs)`` (``cs`` is None for the GRU)."""
+def _states(st: _Static, wt: Weights, gx, state0, mask, rec_drop):
+    """Per-step states, time-major ``(T, B, units)`` f32: ``(hs, cs)`` (``cs`` is None for the GRU).
+
+    ``rec_drop`` is the recurrent dropout mask ``(1, B, units)``, or None.
+    """
     batch, units = gx.shape[1], wt.u.shape[0]
-    plan = _plan(st, gx.shape[0], units, batch, mask is not None)
+    plan = _plan(st, gx.shape[0], units, batch, mask is not None, rec_drop is not None)
     gates, u, b = plan.gates, plan.units, plan.batch
     b_t = m_t = c0_t = None
     if st.kind == "lstm":
@@ -597,11 +636,12 @@ def _states(st: _Static, wt: Weights, gx, state0, mask):
     if mask is not None:
         m_t = _mask_tiles(mask, b)
     ut = _u_blocks(wt.u, gates, u, transpose=True)
-    hs_t, cs_t = _launch(plan, _gate_cols(gx, gates, u, b), ut, _cols(state0.h, u, b), c0_t, b_t, m_t)
+    dm_t = None if rec_drop is None else _cols(rec_drop[0], u, b)
+    hs_t, cs_t = _launch(plan, _gate_cols(gx, gates, u, b), ut, _cols(state0.h, u, b), c0_t, b_t, m_t, dm_t)
     return _uncols(hs_t, units, batch), None if cs_t is None else _uncols(cs_t, units, batch)
 
 
-def _grads(st: _Static, wt: Weights, pre, prev_state, d_hs, dc_final, mask):
+def _grads(st: _Static, wt: Weights, pre, prev_state, d_hs, dc_final, mask, rec_drop):
     """The backward kernel: ``(d_gx, d_hr, d_state0)``, time-major float32 (``d_hr is d_gx`` for the LSTM).
 
     ``pre`` is ``(gx + hr,)`` for the LSTM and ``(gx, hr)`` for the GRU (``hr`` with its bias),
@@ -609,7 +649,7 @@ def _grads(st: _Static, wt: Weights, pre, prev_state, d_hs, dc_final, mask):
     per-step ``h`` from outside the recurrence and ``dc_final`` the final ``c``'s (LSTM).
     """
     steps, batch, units = d_hs.shape
-    plan = _plan(st, steps, units, batch, mask is not None)
+    plan = _plan(st, steps, units, batch, mask is not None, rec_drop is not None)
     gates, u, b = plan.gates, plan.units, plan.batch
     inputs = [_gate_cols(a, gates, u, b) for a in pre]
     inputs += [_cols(prev_state, u, b), _cols(d_hs, u, b), _u_blocks(wt.u, gates, u, transpose=False)]
@@ -617,6 +657,8 @@ def _grads(st: _Static, wt: Weights, pre, prev_state, d_hs, dc_final, mask):
         inputs.append(_cols(dc_final, u, b))
     if mask is not None:
         inputs.append(_mask_tiles(mask, b))
+    if rec_drop is not None:
+        inputs.append(_cols(rec_drop[0], u, b))
     outs = _launch_bwd(plan, inputs)
     d_gx = _ungate_cols(outs[0], gates, units, batch)
     d_hr = d_gx if st.kind == "lstm" else _ungate_cols(outs[1], gates, units, batch)
@@ -645,7 +687,7 @@ def _run(st: _Static, wt: Weights, xs, state0, mask, drop: Dropout):
     gx = _engine._project(xs, wt.w, drop.inputs)
     if wt.b_in is not None:
         gx = _engine._add_bias(gx, wt.b_in)
-    hs, cs = _states(st, wt, gx, state0, mask)
+    hs, cs = _states(st, wt, gx, state0, mask, drop.rec)
     return (*_head(st, hs, cs, mask), (gx, hs, cs))
 
 
@@ -683,15 +725,16 @@ def _pallas_bwd(st, saved, cotangents):
         return jnp.concatenate([first, per_step[:-1]])
 
     prev_h = previous(hs, state0.h)
-    # hr as the forward kernel computed it (bf16 operands), with one large matmul.
-    hr = jnp.matmul(prev_h.astype(jnp.bfloat16), wt.u.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    # hr as the forward kernel computed it (bf16 operands, h masked first), with one large matmul.
+    h_in = prev_h if drop.rec is None else prev_h * drop.rec[:1].astype(jnp.float32)
+    hr = jnp.matmul(h_in.astype(jnp.bfloat16), wt.u.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
     if wt.b_rec is not None:
         hr = _engine._add_bias(hr, wt.b_rec)
     if lstm:
-        d_gx, d_hr, d_state0 = _grads(st, wt, (gx + hr,), previous(cs, state0.c), d_hs, dfinal.c, mask)
+        d_gx, d_hr, d_state0 = _grads(st, wt, (gx + hr,), previous(cs, state0.c), d_hs, dfinal.c, mask, drop.rec)
         d_state0 = LSTMState(*d_state0)
     else:
-        d_gx, d_hr, d_state0 = _grads(st, wt, (gx, hr), prev_h, d_hs, None, mask)
+        d_gx, d_hr, d_state0 = _grads(st, wt, (gx, hr), prev_h, d_hs, None, mask, drop.rec)
         d_state0 = GRUState(*d_state0)
     d_wt, dxs = _engine._weight_grads(wt, xs, drop, prev_h, None, d_gx, d_hr, None)
     return _engine.primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0)
