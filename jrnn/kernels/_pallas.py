@@ -132,7 +132,8 @@ def pallas_eligible(config, units: int, *, recurrent_dropout: int = 0) -> tuple[
     """Whether the Pallas kernel can run a cell with this ``config``, and if not, why not.
 
     ``recurrent_dropout`` is the number of recurrent dropout masks: 0 (none), 1 (one for all
-    gates, Keras' default ``implementation=2``) or one per gate (``implementation=1``).
+    gates: ``implementation=2``, Keras 3's only form) or one per gate (``implementation=1``, the
+    Keras 2 default that jrnn keeps).
     """
     if config is None or config.get("kind") not in ("lstm", "gru"):
         return False, "the Pallas kernel runs LSTM and GRU cells only"
