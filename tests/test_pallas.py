@@ -321,6 +321,14 @@ def test_ineligible_configurations_say_why(cell, units, dropout, reason):
     assert not ok and reason in why
 
 
+def test_pallas_eligible_takes_a_mask_count():
+    config = jrnn.cells.lstm(8).config
+    assert _pallas.pallas_eligible(config, 8, recurrent_dropout=1) == (True, "eligible")
+    assert not _pallas.pallas_eligible(config, 8, recurrent_dropout=4)[0]
+    with pytest.raises(TypeError, match=r"`recurrent_dropout` must be the number of recurrent dropout masks"):
+        _pallas.pallas_eligible(config, 8, recurrent_dropout=True)
+
+
 def test_dispatch_reasons_and_errors():
     cell, params, state, xs = _setup("lstm", (2, 3, 3, 4))
     assert jrnn.kernels.choose_kernel(cell, 4, "xla") == (False, "kernel='xla'")

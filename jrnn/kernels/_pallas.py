@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import activations
+from jrnn._errors import message
 from jrnn.cells import GRUState, LSTMState
 from jrnn.kernels import _engine
 from jrnn.kernels._engine import Dropout, Weights
@@ -135,6 +136,9 @@ def pallas_eligible(config, units: int, *, recurrent_dropout: int = 0) -> tuple[
     gates: ``implementation=2``, Keras 3's only form) or one per gate (``implementation=1``, the
     Keras 2 default that jrnn keeps).
     """
+    if isinstance(recurrent_dropout, bool) or not isinstance(recurrent_dropout, int) or recurrent_dropout < 0:
+        expected = "the number of recurrent dropout masks (0, 1, or one per gate)"
+        raise TypeError(message("recurrent_dropout", expected, repr(recurrent_dropout)))
     if config is None or config.get("kind") not in ("lstm", "gru"):
         return False, "the Pallas kernel runs LSTM and GRU cells only"
     if config["kind"] == "gru" and not config["reset_after"]:
