@@ -54,8 +54,8 @@ def _setup(kind, size, seed=0, **kw):
 
 
 def _loss(fn):
-    def loss(p, s, xs):
-        ys, final = fn(p, s, xs)
+    def loss(*args):
+        ys, final = fn(*args)
         weights = jnp.cos(jnp.arange(ys.size, dtype=jnp.float32)).reshape(ys.shape)  # distinct per output
         return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
 
@@ -66,19 +66,25 @@ def _assert_close(got, want, tol):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=tol, rtol=tol), got, want)
 
 
-def _compare(cell, params, state, xs, interpret, tol=BF16_PRODUCT_TOL, **kwargs):
-    ref = lambda p, s, xs: jrnn.run(cell.step, p, s, xs, **kwargs)  # noqa: E731
-    got = lambda p, s, xs: jrnn.kernels.run_fused(cell, p, s, xs, kernel="pallas", interpret=interpret, **kwargs)  # noqa: E731
+def _check(got, ref, args, interpret, tol=BF16_PRODUCT_TOL):
+    """``got(*args)`` against ``ref(*args)``: values, then the gradients of ``_loss`` for every argument."""
+    argnums = tuple(range(len(args)))
     # On a GPU, XLA's float32 matmuls may use TF32: the reference (and the kernels' input
     # projection) at full float32, so that only the kernels' bf16 products differ.
     with jax.default_matmul_precision("highest"):
-        _assert_close(got(params, state, xs), ref(params, state, xs), tol)
+        _assert_close(got(*args), ref(*args), tol)
         assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race in the forward"
-        g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)  # the backward kernel
+        g_got = jax.grad(_loss(got), argnums)(*args)  # the backward kernel
         assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race in the backward"
-        g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
+        g_ref = jax.grad(_loss(ref), argnums)(*args)
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
     _assert_close(g_got, g_ref, 2 * tol * max(scale, 1.0))
+
+
+def _compare(cell, params, state, xs, interpret, tol=BF16_PRODUCT_TOL, **kwargs):
+    ref = lambda p, s, xs: jrnn.run(cell.step, p, s, xs, **kwargs)  # noqa: E731
+    got = lambda p, s, xs: jrnn.kernels.run_fused(cell, p, s, xs, kernel="pallas", interpret=interpret, **kwargs)  # noqa: E731
+    _check(got, ref, (params, state, xs), interpret, tol)
 
 
 def _interpreter_races():
@@ -162,13 +168,7 @@ def test_recurrent_dropout_in_the_kernels(kind, interpret):
     got = lambda p, s, xs: jrnn.kernels.run_fused(  # noqa: E731
         cell, p, s, xs, mask=mask, reverse=True, dropout=masks, kernel="pallas", interpret=interpret
     )
-    with jax.default_matmul_precision("highest"):
-        _assert_close(got(params, state, xs), ref(params, state, xs), BF16_PRODUCT_TOL)
-        g_got = jax.grad(_loss(got), (0, 1, 2))(params, state, xs)
-        assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race"
-        g_ref = jax.grad(_loss(ref), (0, 1, 2))(params, state, xs)
-    scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
-    _assert_close(g_got, g_ref, 2 * BF16_PRODUCT_TOL * max(scale, 1.0))
+    _check(got, ref, (params, state, xs), interpret)
 
 
 def _two_directions(kind, size, seed=0):
@@ -203,14 +203,7 @@ def test_both_directions_in_one_vmapped_launch(kind, interpret):
         y_b, s_b = jrnn.run(cell.step, p_bwd, state, xs, mask=mask, reverse=True)
         return jnp.concatenate([y_f, y_b], axis=-1), jax.tree.map(lambda a, b: jnp.stack([a, b]), s_f, s_b)
 
-    loss = lambda fn: lambda p, x: _loss(lambda p, s, x: fn(p, x))(p, None, x)  # noqa: E731
-    with jax.default_matmul_precision("highest"):
-        _assert_close(got(params, xs), want(params, xs), BF16_PRODUCT_TOL)
-        g_got = jax.grad(loss(got), (0, 1))(params, xs)
-        assert not (interpret and _interpreter_races()), "the Mosaic GPU interpreter detected a race"
-        g_ref = jax.grad(loss(want), (0, 1))(params, xs)
-    scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(g_ref))
-    _assert_close(g_got, g_ref, 2 * BF16_PRODUCT_TOL * max(scale, 1.0))
+    _check(got, want, (params, xs), interpret)
 
 
 @pytest.mark.parametrize("interpret", RUNS)
@@ -231,16 +224,18 @@ def hopper(monkeypatch):
     monkeypatch.setattr(_fused, "_device_capability", lambda: "9.0")
 
 
-def _lower_for_cuda(cell, params, state, xs, mask=None, reverse=False, grad=False):
-    def run(p, x):
-        return jrnn.kernels.run_fused(cell, p, state, x, mask=mask, reverse=reverse, kernel="pallas")
+def _launches(run, params, xs):
+    """Mosaic GPU kernel launches in ``run(params, xs) -> (ys, ...)``, then in its gradient, lowered for CUDA."""
 
-    fn = jax.grad(lambda p, x: jnp.sum(run(p, x)[0].astype(jnp.float32)), (0, 1)) if grad else run
-    return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
+    def lowered(fn):
+        return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
+
+    grad = jax.grad(lambda p, x: jnp.sum(run(p, x)[0].astype(jnp.float32)), (0, 1))
+    return tuple(lowered(fn).count("stablehlo.custom_call @mosaic_gpu") for fn in (run, grad))
 
 
-def _kernel_launches(text):
-    return text.count("stablehlo.custom_call @mosaic_gpu")
+def _cuda_launches(cell, params, state, xs, **kwargs):
+    return _launches(lambda p, x: jrnn.kernels.run_fused(cell, p, state, x, kernel="pallas", **kwargs), params, xs)
 
 
 # Units 5 and 100 are padded (to 64 and 128); 128 leaves the backward one ring slot.
@@ -251,9 +246,8 @@ def test_lowers_for_cuda(hopper, kind, units, masked, reverse, dtype):
     cell, params, state, xs = _setup(kind, (33, 7, 11, units))
     params, state, xs = jax.tree.map(lambda a: a.astype(dtype), (params, state, xs))
     mask = jnp.asarray(make_mask("holes", 33, 7)) if masked else None
-    assert _kernel_launches(_lower_for_cuda(cell, params, state, xs, mask=mask, reverse=reverse)) == 1
-    # The gradient: the forward kernel, then the backward kernel.
-    assert _kernel_launches(_lower_for_cuda(cell, params, state, xs, mask=mask, reverse=reverse, grad=True)) == 2
+    # The forward kernel; the gradient: the forward kernel, then the backward kernel.
+    assert _cuda_launches(cell, params, state, xs, mask=mask, reverse=reverse) == (1, 2)
 
 
 # The recurrent dropout mask is staged through shared memory the kernels already have: at 128
@@ -264,30 +258,15 @@ def test_recurrent_dropout_lowers_for_cuda(hopper, kind, units):
     cell, params, state, xs = _setup(kind, (33, 7, 11, units), recurrent_dropout=0.25, implementation=2)
     masks = cell.dropout_masks(jax.random.key(3), params, (33,))
     mask = jnp.asarray(make_mask("holes", 33, 7))
-
-    def run(p, x):
-        return jrnn.kernels.run_fused(cell, p, state, x, mask=mask, dropout=masks, kernel="pallas")
-
-    def lowered(fn):
-        return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
-
-    assert _kernel_launches(lowered(run)) == 1
-    assert _kernel_launches(lowered(jax.grad(lambda p, x: jnp.sum(run(p, x)[0]), (0, 1)))) == 2
+    assert _cuda_launches(cell, params, state, xs, mask=mask, dropout=masks) == (1, 2)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_both_directions_lower_to_one_launch(hopper, kind):
     cell, params, state, xs, mask = _two_directions(kind, (33, 7, 11, 100))
 
-    def run(p, x):
-        kernel = lambda p, x, m: jrnn.kernels.run_fused(cell, p, state, x, mask=m, kernel="pallas")  # noqa: E731
-        return _both_directions(kernel, p, x, mask)[0]
-
-    def lowered(fn):
-        return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
-
-    assert _kernel_launches(lowered(run)) == 1
-    assert _kernel_launches(lowered(jax.grad(lambda p, x: jnp.sum(run(p, x)), (0, 1)))) == 2
+    kernel = lambda p, x, m: jrnn.kernels.run_fused(cell, p, state, x, mask=m, kernel="pallas")  # noqa: E731
+    assert _launches(lambda p, x: _both_directions(kernel, p, x, mask), params, xs) == (1, 2)
 
 
 @pytest.mark.parametrize("activation", sorted(f.__name__ for f in _pallas._LOWERABLE))
@@ -295,7 +274,7 @@ def test_every_lowerable_activation_lowers(hopper, activation):
     cell, params, state, xs = _setup(
         "lstm_keras2", (4, 3, 2, 8), activation=activation, recurrent_activation=activation
     )
-    assert _kernel_launches(_lower_for_cuda(cell, params, state, xs, grad=True)) == 2
+    assert _cuda_launches(cell, params, state, xs)[1] == 2  # the forward and backward kernels
 
 
 @pytest.mark.parametrize(
