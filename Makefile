@@ -8,19 +8,27 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-next gpu-check notebooks lint format clean
 
+# $(call make_venv,PYTHON,DIR,EXTRA_PINS): DIR as a virtual environment with jrnn[test,demo].
+define make_venv
+$(1) -m venv $(2)
+$(2)/bin/python -m pip install --quiet --upgrade pip
+$(2)/bin/python -m pip install --quiet -e '.[test,demo]' $(3)
+touch $(2)/.installed
+endef
+
+# $(call run_tests,DIR): the suite in DIR's Python. pytest exits 5 when it collects no test; that
+# is not a failure of the code under test.
+run_tests = JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(1)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
-	touch $(STAMP)
+	$(call make_venv,$(PYTHON),$(VENV))
 
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(BIN)/python examples/demo.py
 
-# pytest exits 5 when it collects no test; that is not a failure of the code under test.
 test: $(STAMP)
-	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS); \
-	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+	$(call run_tests,$(VENV))
 
 # The suite on the device image's JAX (0.11.2), which needs Python >= 3.12; CI and `make test` get
 # 0.10.2, the newest for Python 3.11. 0.11's Mosaic GPU interpreter also runs the CTAs of a
@@ -31,13 +39,10 @@ JAX_NEXT ?= 0.11.2
 NEXT := .venv-next
 
 $(NEXT)/.installed: pyproject.toml
-	$(PYTHON_NEXT) -m venv $(NEXT)
-	$(NEXT)/bin/python -m pip install --quiet --upgrade pip
-	$(NEXT)/bin/python -m pip install --quiet -e '.[test,demo]' 'jax==$(JAX_NEXT)' 'jaxlib==$(JAX_NEXT)'
-	touch $@
+	$(call make_venv,$(PYTHON_NEXT),$(NEXT),'jax==$(JAX_NEXT)' 'jaxlib==$(JAX_NEXT)')
 
 test-next: $(NEXT)/.installed
-	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(NEXT)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(call run_tests,$(NEXT))
 
 # On an NVIDIA Hopper machine whose python3 already has JAX with CUDA and Flax (no venv, no network
 # needed): the Pallas kernels compiled there, against the scan. Then bench/gpu.py, in parts (--only).

@@ -98,6 +98,10 @@ def _interpreter_races():
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True)])
 def test_pallas_matches_the_scan(kind, size, pattern, reverse, interpret):
+    _compare_with_mask(kind, size, pattern, reverse, interpret)
+
+
+def _compare_with_mask(kind, size, pattern, reverse, interpret):
     cell, params, state, xs = _setup(kind, size)
     mask = make_mask(pattern, *xs.shape[:2])
     _compare(cell, params, state, xs, interpret, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
@@ -112,9 +116,7 @@ def test_pallas_matches_the_scan(kind, size, pattern, reverse, interpret):
 )
 @pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True), ("left", False)])
 def test_compiled_kernels_at_larger_sizes(kind, size, pattern, reverse):
-    cell, params, state, xs = _setup(kind, size)
-    mask = make_mask(pattern, *xs.shape[:2])
-    _compare(cell, params, state, xs, False, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
+    _compare_with_mask(kind, size, pattern, reverse, interpret=False)
 
 
 @pytest.mark.parametrize("interpret", RUNS)
