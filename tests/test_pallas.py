@@ -39,6 +39,12 @@ ON_HOPPER = [
 ]
 # Each test runs the kernels in the interpreter, and compiled on a Hopper GPU where there is one.
 RUNS = [pytest.param(True, id="interpret"), pytest.param(False, id="hopper", marks=ON_HOPPER)]
+# Tier B (over 128 units) runs on thread-block clusters, which only JAX 0.11's interpreter runs:
+# `make test-next` on the CPU. CI's JAX 0.10 lowers these kernels for CUDA but cannot run them.
+CLUSTERS_RUN = pytest.mark.skipif(
+    not _pallas.interpreter_runs_clusters(), reason=f"JAX {jax.__version__}'s interpreter runs no clusters"
+)
+CLUSTER_RUNS = [pytest.param(True, id="interpret", marks=CLUSTERS_RUN), RUNS[1]]
 
 
 def _setup(kind, size, seed=0, **kw):
@@ -107,12 +113,46 @@ def _compare_with_mask(kind, size, pattern, reverse, interpret):
     _compare(cell, params, state, xs, interpret, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
 
 
+# Tier B: clusters of 3 (130 and 200 units, padded to 192) and 4 CTAs (256), each CTA 64 units of
+# every gate, exchanging h (and, backward, d_rec) through GMEM each step; ~12 s each interpreted.
+@pytest.mark.parametrize("interpret", CLUSTER_RUNS)
+@pytest.mark.parametrize(
+    "kind, size, pattern, reverse",
+    [
+        ("lstm", (5, 3, 5, 130), "holes", True),
+        ("gru", (17, 4, 5, 200), "left", False),
+        ("lstm", (3, 3, 5, 256), None, False),
+    ],
+)
+def test_clusters_match_the_scan(kind, size, pattern, reverse, interpret):
+    _compare_with_mask(kind, size, pattern, reverse, interpret)
+
+
+@pytest.mark.parametrize("interpret", CLUSTER_RUNS)
+def test_clusters_with_recurrent_dropout_and_two_directions(interpret):
+    cell, params, state, xs, mask = _two_directions("gru", (3, 3, 4, 150))
+    cell = CELLS["gru"](150, recurrent_dropout=0.4, implementation=2)
+    masks = cell.dropout_masks(jax.random.key(9), jax.tree.map(lambda a: a[0], params), (3,))
+
+    def run(step_or_kernel, p, x, m):
+        if step_or_kernel == "scan":
+            return jrnn.run(partial(cell.step, dropout=masks), p, state, x, mask=m)
+        return jrnn.kernels.run_fused(cell, p, state, x, mask=m, dropout=masks, kernel="pallas", interpret=interpret)
+
+    got = lambda p, x: _both_directions(partial(run, "pallas"), p, x, mask)  # noqa: E731
+    want = lambda p, x: _both_directions(partial(run, "scan"), p, x, mask)  # noqa: E731
+    _check(got, want, (params, xs), interpret)
+
+
 # Hardware only (the interpreter takes ~30 s per case at these sizes): several CTAs, padded and
 # full 128-unit tiles, 100 steps, the benchmark's batch sizes.
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize(
     "size",
-    [pytest.param(s, marks=ON_HOPPER, id=str(s)) for s in [(17, 100, 40, 64), (128, 50, 64, 128), (40, 30, 20, 100)]],
+    [
+        pytest.param(s, marks=ON_HOPPER, id=str(s))
+        for s in [(17, 100, 40, 64), (128, 50, 64, 128), (40, 30, 20, 100), (32, 100, 64, 256), (40, 30, 20, 200)]
+    ],
 )
 @pytest.mark.parametrize("pattern, reverse", [(None, False), ("holes", True), ("left", False)])
 def test_compiled_kernels_at_larger_sizes(kind, size, pattern, reverse):
@@ -240,9 +280,10 @@ def _cuda_launches(cell, params, state, xs, **kwargs):
     return _launches(lambda p, x: jrnn.kernels.run_fused(cell, p, state, x, kernel="pallas", **kwargs), params, xs)
 
 
-# Units 5 and 100 are padded (to 64 and 128); 128 leaves the backward one ring slot.
+# Units 5 and 100 are padded (to 64 and 128); 128 leaves the backward one ring slot; 130 and 256
+# run on clusters of 3 and 4 CTAs.
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("units", [5, 64, 100, 128])
+@pytest.mark.parametrize("units", [5, 64, 100, 128, 130, 256])
 @pytest.mark.parametrize("masked, reverse, dtype", [(True, False, "float32"), (False, True, "bfloat16")])
 def test_lowers_for_cuda(hopper, kind, units, masked, reverse, dtype):
     cell, params, state, xs = _setup(kind, (33, 7, 11, units))
@@ -255,7 +296,7 @@ def test_lowers_for_cuda(hopper, kind, units, masked, reverse, dtype):
 # The recurrent dropout mask is staged through shared memory the kernels already have: at 128
 # units with a time mask the LSTM has no room for another tile.
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("units", [64, 128])
+@pytest.mark.parametrize("units", [64, 128, 256])
 def test_recurrent_dropout_lowers_for_cuda(hopper, kind, units):
     cell, params, state, xs = _setup(kind, (33, 7, 11, units), recurrent_dropout=0.25, implementation=2)
     masks = cell.dropout_masks(jax.random.key(3), params, (33,))
@@ -263,9 +304,9 @@ def test_recurrent_dropout_lowers_for_cuda(hopper, kind, units):
     assert _cuda_launches(cell, params, state, xs, mask=mask, dropout=masks) == (1, 2)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_both_directions_lower_to_one_launch(hopper, kind):
-    cell, params, state, xs, mask = _two_directions(kind, (33, 7, 11, 100))
+@pytest.mark.parametrize("kind, units", [("lstm", 100), ("gru", 100), ("lstm", 200)])
+def test_both_directions_lower_to_one_launch(hopper, kind, units):
+    cell, params, state, xs, mask = _two_directions(kind, (33, 7, 11, units))
 
     kernel = lambda p, x, m: jrnn.kernels.run_fused(cell, p, state, x, mask=m, kernel="pallas")  # noqa: E731
     assert _launches(lambda p, x: _both_directions(kernel, p, x, mask), params, xs) == (1, 2)
@@ -282,7 +323,7 @@ def test_every_lowerable_activation_lowers(hopper, activation):
 @pytest.mark.parametrize(
     "cell, units, dropout, reason",
     [
-        (jrnn.cells.lstm(129), 129, None, "hidden size 129 exceeds the on-chip limit of 128 units"),
+        (jrnn.cells.lstm(257), 257, None, "hidden size 257 exceeds the on-chip limit of 256 units"),
         (jrnn.cells.lstm(8, activation="elu"), 8, None, "activation='elu' has no Mosaic GPU lowering"),
         (jrnn.cells.gru(8), 8, None, "reset_after=False runs on the XLA fused path"),
         (jrnn.cells.simple_rnn(8), 8, None, "LSTM and GRU cells only"),
@@ -300,6 +341,13 @@ def test_ineligible_configurations_say_why(cell, units, dropout, reason):
         masks = cell.dropout_masks(jax.random.key(0), cell.init_params(jax.random.key(1), 3), (2,))
     ok, why = jrnn.kernels.choose_kernel(cell, units, "pallas", dropout=masks, interpret=True)
     assert not ok and reason in why
+
+
+def test_an_interpreter_without_clusters_says_so(monkeypatch):
+    monkeypatch.setattr(_fused, "interpreter_runs_clusters", lambda: False)
+    assert jrnn.kernels.choose_kernel(jrnn.cells.lstm(128), 128, "pallas", interpret=True) == (True, "pallas")
+    ok, why = jrnn.kernels.choose_kernel(jrnn.cells.lstm(129), 129, "pallas", interpret=True)
+    assert not ok and "hidden size 129 runs on a thread-block cluster, which the Mosaic GPU interpreter" in why
 
 
 def test_pallas_eligible_takes_a_mask_count():

@@ -17,7 +17,7 @@ from jrnn._masking import check_mask
 from jrnn._types import Cell
 from jrnn.cells import GRUState, LSTMState, SimpleRNNState
 from jrnn.kernels._engine import Dropout, Spec, Weights, _swap, fused
-from jrnn.kernels._pallas import _Static, pallas_eligible, pallas_fused
+from jrnn.kernels._pallas import _Static, interpreter_runs_clusters, pallas_eligible, pallas_fused, uses_cluster
 
 
 def _h(state):
@@ -204,6 +204,11 @@ def choose_kernel(cell: Cell, units: int, kernel="auto", *, dropout=None, interp
             return False, f"auto: the Pallas kernel is not measured against the XLA loop on sm_{capability}"
     elif kernel == "auto":
         return False, "auto: interpret=True runs the Pallas kernel only when asked for (kernel='pallas')"
+    elif uses_cluster(units) and not interpreter_runs_clusters():
+        return False, (
+            f"hidden size {units} runs on a thread-block cluster, which the Mosaic GPU interpreter of "
+            f"JAX {jax.__version__} cannot run (JAX 0.11 can)"
+        )
     return True, "pallas"
 
 

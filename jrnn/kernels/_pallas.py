@@ -1,6 +1,6 @@
 """Persistent LSTM / reset-after GRU kernels for NVIDIA Hopper GPUs (Pallas, Mosaic GPU).
 
-Forward: one CTA owns ``_BT`` batch columns for all timesteps. The recurrent weight ``U`` is
+Forward (Tier A, up to 128 units): one CTA owns ``_BT`` batch columns for all timesteps. The recurrent weight ``U`` is
 copied into shared memory once; each step is, per block of 64 units, one tensor-core product per
 gate (``U^T[gate, units] @ h^T``, bf16 operands, float32 accumulation) plus the gate math in
 float32, with ``c`` and ``h`` carried in registers. The problem is transposed (units are the rows,
@@ -15,6 +15,16 @@ Roughly this, per CTA::
             z_g = U_smem[g*Hp + 64k : +64] @ h_smem + gx[g*Hp + 64k : +64]   # each gate g
             h[k], c[k] = gate math, masked steps keep the state
         h_smem = bf16(h); hs[t], cs[t] = h, c       # TMA store
+
+Tier B, 129 to 256 units: one thread-block cluster per batch tile, one CTA per 64 units. Each CTA
+owns its 64 units of every gate, keeps only those rows of ``U^T`` in shared memory (128 KiB for an
+LSTM at 256 units) and runs the step above for them; the next product needs every unit's h, so
+each step every CTA stores its part of bf16 ``h`` to a two-slot GMEM buffer, the cluster meets at a
+cluster barrier, and every CTA loads the whole of it back (TMA both ways). The backward exchanges
+its ``d_rec`` the same way. DSMEM stores or TMA multicast would skip the GMEM round trip, but the
+interpreter (JAX 0.11) runs neither, so they could not be tested on the CPU; JAX 0.10's interpreter
+runs no clusters at all, so Tier B is tested under ``make test-next`` and lowered for CUDA in CI.
+Up to 128 units Tier A stays: the exchange costs a GMEM round trip and a barrier per step.
 
 Backward (cuDNN's split, under the kernel's ``custom_vjp``): XLA recomputes the pre-activations
 from the saved states with one large matmul (``gx + h_prev @ U``, rounded as the forward rounds),
@@ -40,7 +50,10 @@ leading grid axis (Pallas' batching rule), so a Bidirectional's two directions, 
 backward one's inputs and mask flipped in time, run in one forward and one backward launch.
 
 Tests run both kernels in the Mosaic GPU interpreter on the CPU (``interpret=True``), with race
-detection, and lower them for CUDA; no GPU measurement exists yet (``bench/gpu.py``).
+detection, and lower them for CUDA; no GPU measurement exists yet (``bench/gpu.py``). Beyond 256
+units the XLA fused path runs: a gate's block of the exchange would pass a TMA box's 256 rows, and
+an LSTM at 320 units no longer fits the backward's shared memory (160 KiB of ``U`` rows, the whole
+bf16 ``d_rec`` and one ring slot).
 """
 
 from __future__ import annotations
@@ -59,7 +72,8 @@ from jrnn.kernels._engine import Dropout, Weights
 
 _BT = 16  # batch columns per CTA: the tensor core's N
 _ROWS = 64  # units per block: the tensor core's M for one warpgroup
-_MAX_UNITS = 128  # Tier A: U^T of an LSTM with 128 units is 128 KiB of bf16 in shared memory
+_MAX_UNITS = 128  # Tier A, one CTA: U^T of an LSTM with 128 units is 128 KiB of bf16 in shared memory
+_MAX_CLUSTER_UNITS = 256  # Tier B, a cluster of one CTA per 64 units; a TMA box is at most 256 rows
 _SMEM_BYTES = 227 * 1024  # Hopper's shared memory per CTA
 _MAX_STAGES = 4  # prefetch depth of the gx ring
 # Activations the Mosaic GPU lowering handles (no expm1 or log1p there: elu, selu and softplus are not).
@@ -96,9 +110,22 @@ class _Plan(NamedTuple):
     def state_count(self):
         return 2 if self.kind == "lstm" else 1
 
+    @property
+    def cluster(self):
+        return _cluster_size(self.units)
+
+    @property
+    def rows(self):  # the units each CTA owns, of every gate
+        return self.units // self.cluster
+
 
 def _round_up(n, m):
     return -(-n // m) * m
+
+
+def _cluster_size(units):
+    """CTAs per batch tile for ``units`` (padded): one up to ``_MAX_UNITS``, else one per 64 units."""
+    return 1 if units <= _MAX_UNITS else units // _ROWS
 
 
 def _ring_depth(fixed, per_stage, least):
@@ -111,10 +138,11 @@ def _stages(kind, units, masked):
     """The forward's ring depth (at least 2: one slot in use while the next step's loads land)."""
     gates, states = (4, 2) if kind == "lstm" else (3, 1)
     u = _round_up(units, _ROWS)
-    fixed = gates * u * u * 2 + u * _BT * 2 + states * u * _BT * 4  # U^T, h (bf16), state staging
+    r = u // _cluster_size(u)
+    fixed = gates * r * u * 2 + u * _BT * 2 + states * r * _BT * 4  # U^T's rows, h (bf16), state staging
     if kind == "gru":
-        fixed += gates * u * _BT * 4  # the recurrent bias, broadcast over the tile
-    per_stage = gates * u * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
+        fixed += gates * r * _BT * 4  # the recurrent bias, broadcast over the tile
+    per_stage = gates * r * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
     return _ring_depth(fixed, per_stage, least=2)
 
 
@@ -122,10 +150,11 @@ def _bwd_stages(kind, units, masked):
     """The backward's ring depth; 1 (no prefetch past the next step) where only one step fits."""
     gates, states = (4, 2) if kind == "lstm" else (3, 1)
     u = _round_up(units, _ROWS)
-    fixed = gates * u * u * 2 + gates * u * _BT * 2 + states * u * _BT * 4  # U, d_pre (bf16), final staging
+    r = u // _cluster_size(u)
+    fixed = gates * r * u * 2 + gates * u * _BT * 2 + states * r * _BT * 4  # U's rows, d_pre (bf16), final staging
     # Per step: the pre-activations (both halves for the GRU), the previous state, dh, the mask.
     pre_halves = 1 if kind == "lstm" else 2
-    per_stage = pre_halves * gates * u * _BT * 4 + 2 * u * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
+    per_stage = pre_halves * gates * r * _BT * 4 + 2 * r * _BT * 4 + (_ROWS * _BT * 4 if masked else 0)
     return _ring_depth(fixed, per_stage, least=1)
 
 
@@ -146,30 +175,49 @@ def pallas_eligible(config, units: int, *, recurrent_dropout: int = 0) -> tuple[
     for name in ("activation", "recurrent_activation"):
         if config[name] not in _LOWERABLE:
             return False, f"{name}={getattr(config[name], '__name__', config[name])!r} has no Mosaic GPU lowering"
-    if units > _MAX_UNITS:
-        return False, f"hidden size {units} exceeds the on-chip limit of {_MAX_UNITS} units per CTA"
+    if units > _MAX_CLUSTER_UNITS:
+        return False, (
+            f"hidden size {units} exceeds the on-chip limit of {_MAX_CLUSTER_UNITS} units "
+            f"(a cluster of {_MAX_CLUSTER_UNITS // _ROWS} CTAs with {_ROWS} units each)"
+        )
     if recurrent_dropout > 1:
         return False, (
             "per-gate recurrent dropout masks (implementation=1) are not in the Pallas kernel; "
             "they run on the XLA fused path"
         )
     fits = _stages(config["kind"], units, masked=True) and _bwd_stages(config["kind"], units, masked=True)
-    if not fits:  # pragma: no cover - every size up to _MAX_UNITS fits
+    if not fits:  # pragma: no cover - every size up to _MAX_CLUSTER_UNITS fits
         return False, f"hidden size {units} does not fit in shared memory"
     return True, "eligible"
 
 
-def _copy_gates(gates, u, src, dst, barrier=None):
-    """GMEM -> SMEM (with ``barrier``) or SMEM -> GMEM, one copy per gate block: a TMA box is at most 256 rows."""
-    import jax.experimental.pallas as pl
+def uses_cluster(units: int) -> bool:
+    """Whether the kernels split ``units`` across a thread-block cluster (Tier B)."""
+    return _cluster_size(_round_up(units, _ROWS)) > 1
+
+
+def interpreter_runs_clusters() -> bool:
+    """Whether this JAX's Mosaic GPU interpreter runs thread-block clusters, which Tier B needs (JAX 0.11+)."""
+    try:
+        from jax._src.pallas.mosaic_gpu.interpret import shared_memory
+    except ImportError:  # pragma: no cover - every supported JAX has the interpreter
+        return False
+    return hasattr(shared_memory, "allocate_cluster_barrier")
+
+
+def _copy_gates(gates, src, dst, src_rows, dst_rows, barrier=None):
+    """GMEM -> SMEM (with ``barrier``) or SMEM -> GMEM, one TMA copy per gate: rows ``src_rows(g)`` to ``dst_rows(g)``.
+
+    One copy per gate keeps each box within TMA's 256 rows and a CTA's share of each gate together.
+    """
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     for g in range(gates):
-        block = pl.ds(g * u, u)
+        a, b = src.at[src_rows(g)], dst.at[dst_rows(g)]
         if barrier is None:
-            plgpu.copy_smem_to_gmem(src.at[block], dst.at[block])
+            plgpu.copy_smem_to_gmem(a, b)
         else:
-            plgpu.copy_gmem_to_smem(src.at[block], dst.at[block], barrier)
+            plgpu.copy_gmem_to_smem(a, b, barrier)
 
 
 def _wg(plan, v):
@@ -232,48 +280,59 @@ def _replay(jaxpr, consts, args):
     return [read(v) for v in jaxpr.outvars]
 
 
-def _kernel_body(plan: _Plan, stages: int, *refs):
+def _own_rows(plan: _Plan):
+    """The first of the units this CTA owns (of every gate): 0 in Tier A, its cluster rank x 64 in Tier B."""
+    import jax.experimental.pallas as pl
+
+    if plan.cluster == 1:
+        return 0
+    return pl.multiple_of(jax.lax.axis_index("c") * plan.rows, _ROWS)
+
+
+def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
-    lstm, gates, u, steps = plan.kind == "lstm", plan.gates, plan.units, plan.steps
+    lstm, gates, u, r, steps = plan.kind == "lstm", plan.gates, plan.units, plan.rows, plan.steps
     refs = list(refs)
-    gx_ref, ut_ref, h0_ref = refs.pop(0), refs.pop(0), refs.pop(0)
+    gx_ref, ut_ref, hin_ref, h0_ref = refs.pop(0), refs.pop(0), refs.pop(0), refs.pop(0)
     c0_ref = refs.pop(0) if lstm else None
     b_ref = refs.pop(0) if not lstm else None
     m_ref = refs.pop(0) if plan.masked else None
     dm_ref = refs.pop(0) if plan.dropped else None
     hs_ref = refs.pop(0)
     cs_ref = refs.pop(0) if lstm else None
-    drop_bar = refs.pop() if plan.dropped else None
-    ut_smem, h_smem, st_smem, gx_smem = refs[:4]
-    m_smem = refs.pop(4) if plan.masked else None
-    b_smem = refs.pop(4) if not lstm else None
-    ring_bars, once_bar = refs[4:]
+    xh_ref = refs.pop(0) if plan.cluster > 1 else None
+    ut_smem, h_smem, st_smem, gx_smem = (scratch[k] for k in ("ut", "h", "state", "gx"))
+    ring_bars, once_bar = scratch["ring_bars"], scratch["once_bar"]
 
     wg = partial(_wg, plan)
     act = _KERNEL_FORMS.get(plan.activation, plan.activation)
     ract = _KERNEL_FORMS.get(plan.recurrent_activation, plan.recurrent_activation)
-    blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(u // _ROWS)]
+    blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(r // _ROWS)]  # of this CTA's units
     cols = pl.ds(jax.lax.axis_index("b") * _BT, _BT)
+    own = _own_rows(plan)
+    mine = pl.ds(own, r)
 
     def time_index(t):
         return steps - 1 - t if plan.reverse else t
 
-    per_gate = partial(_copy_gates, gates, u)
+    # This CTA's units of each gate, from the full (G*u)-row operands into packed (G*r)-row buffers.
+    load_own = partial(_copy_gates, gates, src_rows=lambda g: pl.ds(g * u + own, r), dst_rows=lambda g: pl.ds(g * r, r))
 
     def fetch(t, slot):
         ti = time_index(t)
-        per_gate(gx_ref.at[ti, :, cols], gx_smem.at[slot], ring_bars.at[slot])
+        load_own(gx_ref.at[ti, :, cols], gx_smem.at[slot], barrier=ring_bars.at[slot])
         if plan.masked:
-            plgpu.copy_gmem_to_smem(m_ref.at[ti, :, cols], m_smem.at[slot], ring_bars.at[slot])
+            plgpu.copy_gmem_to_smem(m_ref.at[ti, :, cols], scratch["mask"].at[slot], ring_bars.at[slot])
 
-    per_gate(ut_ref, ut_smem, once_bar)
-    plgpu.copy_gmem_to_smem(h0_ref.at[:, cols], st_smem.at[0], once_bar)
+    load_own(ut_ref, ut_smem, barrier=once_bar)
+    plgpu.copy_gmem_to_smem(hin_ref.at[:, cols], h_smem, once_bar)  # the first product's input, for all units
+    plgpu.copy_gmem_to_smem(h0_ref.at[mine, cols], st_smem.at[0], once_bar)
     if lstm:
-        plgpu.copy_gmem_to_smem(c0_ref.at[:, cols], st_smem.at[1], once_bar)
+        plgpu.copy_gmem_to_smem(c0_ref.at[mine, cols], st_smem.at[1], once_bar)
     else:
-        per_gate(b_ref, b_smem, once_bar)
+        load_own(b_ref, scratch["bias"], barrier=once_bar)
     for s in range(min(stages, steps)):
         fetch(s, s)
     plgpu.barrier_wait(once_bar)
@@ -282,29 +341,22 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     keep_h = None  # the recurrent dropout mask, in registers for all steps
     if plan.dropped:  # staged through st_smem[0] once every thread has read h0 from it
         plgpu.commit_smem()
-        plgpu.copy_gmem_to_smem(dm_ref.at[:, cols], st_smem.at[0], drop_bar)
-        plgpu.barrier_wait(drop_bar)
+        plgpu.copy_gmem_to_smem(dm_ref.at[mine, cols], st_smem.at[0], scratch["drop_bar"])
+        plgpu.barrier_wait(scratch["drop_bar"])
         keep_h = tuple(wg(st_smem[0, rows]) for rows in blocks)
 
-    def product_input(k, h_k):  # the B operand: h, or h * mask under recurrent dropout
-        return (h_k if keep_h is None else h_k * keep_h[k]).astype(jnp.bfloat16)
-
-    for k, (rows, h_k) in enumerate(zip(blocks, h, strict=True)):
-        h_smem[rows] = product_input(k, h_k)
-    plgpu.commit_smem()
-
     def rec_product(gate, rows):  # (64, BT) = U^T[gate block, these units] @ h^T, f32
-        return _tensor_core_sum([(ut_smem.at[pl.ds(gate * u + rows.start, _ROWS)], h_smem)])
+        return _tensor_core_sum([(ut_smem.at[pl.ds(gate * r + rows.start, _ROWS)], h_smem)])
 
     def step(t, carry):
         h, c = carry
         slot = jax.lax.rem(t, stages)
         plgpu.barrier_wait(ring_bars.at[slot])
-        keep = wg(m_smem[slot]) > 0 if plan.masked else None
+        keep = wg(scratch["mask"][slot]) > 0 if plan.masked else None
         new_h, new_c = [], []
         for k, rows in enumerate(blocks):
             hr = [rec_product(g, rows) for g in range(gates)]
-            gx = [wg(gx_smem[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
+            gx = [wg(gx_smem[slot, pl.ds(g * r + rows.start, _ROWS)]) for g in range(gates)]
             if lstm:
                 i, f, c_hat, o = (a + b for a, b in zip(gx, hr, strict=True))
                 c_k = ract(f) * c[k] + ract(i) * act(c_hat)
@@ -313,10 +365,10 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
                     c_k = jnp.where(keep, c_k, c[k])
                 new_c.append(c_k)
             else:
-                hr = [a + wg(b_smem[pl.ds(g * u + rows.start, _ROWS)]) for g, a in enumerate(hr)]
+                hr = [a + wg(scratch["bias"][pl.ds(g * r + rows.start, _ROWS)]) for g, a in enumerate(hr)]
                 z = ract(gx[0] + hr[0])
-                r = ract(gx[1] + hr[1])
-                h_k = z * h[k] + (1.0 - z) * act(gx[2] + r * hr[2])
+                r_gate = ract(gx[1] + hr[1])
+                h_k = z * h[k] + (1.0 - z) * act(gx[2] + r_gate * hr[2])
             if keep is not None:
                 h_k = jnp.where(keep, h_k, h[k])
             new_h.append(h_k)
@@ -324,14 +376,20 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the last step's stores have read the staging
         for k, (rows, h_k) in enumerate(zip(blocks, new_h, strict=True)):
             st_smem[0, rows] = h_k
-            h_smem[rows] = product_input(k, h_k)
+            # The next product's input: h, or h * mask under recurrent dropout.
+            h_smem[pl.ds(own + rows.start, _ROWS)] = (h_k if keep_h is None else h_k * keep_h[k]).astype(jnp.bfloat16)
         for rows, c_k in zip(blocks, new_c, strict=lstm):
             st_smem[1, rows] = c_k
         plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(st_smem.at[0], hs_ref.at[ti, :, cols])
+        if plan.cluster > 1:  # this CTA's part of the next input, for the others (see _exchange)
+            plgpu.copy_smem_to_gmem(h_smem.at[mine], xh_ref.at[t % 2, mine, cols])
+            plgpu.commit_smem_to_gmem_group()
+        plgpu.copy_smem_to_gmem(st_smem.at[0], hs_ref.at[ti, mine, cols])
         if lstm:
-            plgpu.copy_smem_to_gmem(st_smem.at[1], cs_ref.at[ti, :, cols])
+            plgpu.copy_smem_to_gmem(st_smem.at[1], cs_ref.at[ti, mine, cols])
         plgpu.commit_smem_to_gmem_group()
+        if plan.cluster > 1:
+            _exchange(scratch, lambda bar: plgpu.copy_gmem_to_smem(xh_ref.at[t % 2, :, cols], h_smem, bar))
 
         @pl.when(t + stages < steps)
         def _():
@@ -343,35 +401,59 @@ def _kernel_body(plan: _Plan, stages: int, *refs):
     plgpu.wait_smem_to_gmem(0)
 
 
-def _launch(plan: _Plan, gx_t, ut, h0_t, c0_t, b_t, m_t, dm_t):
-    """The kernel on transposed, padded operands: ``(hs, cs)``, each ``(T, units, batch)`` f32."""
+def _exchange(scratch, gather):
+    """Tier B: every CTA of the cluster has stored its units' part of the next product input to GMEM
+    (the second-to-last store group); wait for that, meet at the cluster barrier, load everyone's.
+
+    Two GMEM slots alternate by step: a CTA overwrites slot ``t % 2`` at step ``t + 2`` only after
+    the barrier of step ``t + 1``, which every CTA reaches after its load of step ``t`` has landed.
+    """
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    plgpu.wait_smem_to_gmem(1)  # the exchange store has landed; this step's state stores may not have
+    plgpu.barrier_arrive(scratch["cluster_bar"])
+    plgpu.barrier_wait(scratch["cluster_bar"])
+    gather(scratch["gather_bar"])
+    plgpu.barrier_wait(scratch["gather_bar"])
+
+
+def _launch(plan: _Plan, inputs):
+    """The forward kernel on transposed, padded operands (``_states``): ``(hs, cs)``, each ``(T, units, batch)`` f32."""
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     stages = _stages(plan.kind, plan.units, plan.masked)
-    u, gates = plan.units, plan.gates
+    u, r, gates = plan.units, plan.rows, plan.gates
     swizzle = (plgpu.TilingTransform((8, _BT)), plgpu.SwizzleTransform(_BT * 2))  # A's and B's must match
-    scratch = [
-        plgpu.SMEM((gates * u, u), jnp.bfloat16, transforms=swizzle),  # U^T
-        plgpu.SMEM((u, _BT), jnp.bfloat16, transforms=swizzle),  # h^T, the product's B operand
-        plgpu.SMEM((plan.state_count, u, _BT), jnp.float32),  # state staging for the TMA stores
-        plgpu.SMEM((stages, gates * u, _BT), jnp.float32),  # the gx ring
-    ]
+    scratch = {
+        "ut": plgpu.SMEM((gates * r, u), jnp.bfloat16, transforms=swizzle),  # this CTA's rows of U^T
+        "h": plgpu.SMEM((u, _BT), jnp.bfloat16, transforms=swizzle),  # h^T, the product's B operand
+        "state": plgpu.SMEM((plan.state_count, r, _BT), jnp.float32),  # staging for the TMA stores
+        "gx": plgpu.SMEM((stages, gates * r, _BT), jnp.float32),  # the gx ring
+        "ring_bars": plgpu.Barrier(num_arrivals=gates + plan.masked, num_barriers=stages),
+        # U^T, the first input, h0, and c0 or the bias
+        "once_bar": plgpu.Barrier(num_arrivals=gates + 3 if plan.kind == "lstm" else 2 * gates + 2),
+    }
     if plan.masked:
-        scratch.append(plgpu.SMEM((stages, _ROWS, _BT), jnp.float32))  # the mask ring, one tile per step
+        scratch["mask"] = plgpu.SMEM((stages, _ROWS, _BT), jnp.float32)  # one tile per step
     if plan.kind == "gru":
-        scratch.append(plgpu.SMEM((gates * u, _BT), jnp.float32))  # the recurrent bias
-    once = 2 * gates + 1 if plan.kind == "gru" else gates + 2  # U^T, h0, and c0 or the bias
-    scratch += [plgpu.Barrier(num_arrivals=gates + plan.masked, num_barriers=stages), plgpu.Barrier(num_arrivals=once)]
-    scratch += [plgpu.Barrier(num_arrivals=1)] if plan.dropped else []  # the dropout mask's load
+        scratch["bias"] = plgpu.SMEM((gates * r, _BT), jnp.float32)  # the recurrent bias
+    if plan.dropped:
+        scratch["drop_bar"] = plgpu.Barrier(num_arrivals=1)  # the dropout mask's load
     out = jax.ShapeDtypeStruct((plan.steps, u, plan.batch), jnp.float32)
-    inputs = [gx_t, ut, h0_t] + ([c0_t] if plan.kind == "lstm" else [b_t]) + ([m_t] if plan.masked else [])
-    inputs += [dm_t] if plan.dropped else []
-    outs = _call(plan, partial(_kernel_body, plan, stages), (out,) * plan.state_count, scratch, inputs)
+    outs = (out,) * plan.state_count
+    if plan.cluster > 1:
+        outs += (jax.ShapeDtypeStruct((2, u, plan.batch), jnp.bfloat16),)  # the exchange's two slots
+        scratch["cluster_bar"] = plgpu.ClusterBarrier(collective_axes=("c",))
+        scratch["gather_bar"] = plgpu.Barrier(num_arrivals=1)
+    outs = _call(plan, partial(_kernel_body, plan, stages), outs, scratch, inputs)
     return outs[0], (outs[1] if plan.kind == "lstm" else None)
 
 
 def _call(plan: _Plan, body, out_types, scratch, inputs):
-    """``body`` as a Mosaic GPU kernel over batch tiles (in the interpreter, with race detection)."""
+    """``body`` as a Mosaic GPU kernel over batch tiles (in the interpreter, with race detection).
+
+    In Tier B each batch tile is a cluster of ``plan.cluster`` CTAs (axis ``"c"``).
+    """
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     interpret = None
@@ -379,6 +461,7 @@ def _call(plan: _Plan, body, out_types, scratch, inputs):
         from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
 
         interpret = InterpretGPUParams(detect_races=True)
+    cluster = dict(cluster=(plan.cluster,), cluster_names=("c",)) if plan.cluster > 1 else {}
     kernel = plgpu.kernel(
         body,
         out_type=tuple(out_types),
@@ -386,22 +469,25 @@ def _call(plan: _Plan, body, out_types, scratch, inputs):
         grid=(plan.batch // _BT,),
         grid_names=("b",),
         interpret=interpret,
+        **cluster,
     )
     return kernel(*inputs)
 
 
-def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
+def _bwd_kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     """Reverse time: per step the gate math's vjp in float32, then ``dh_prev = U @ d_rec`` on the tensor core.
 
     Inputs per step (transposed, as the forward's): the pre-activations (LSTM: ``gx + hr``; GRU:
     ``gx`` and ``hr``), the state the step started from (LSTM: ``c``; GRU: ``h``) and ``dh``, the
     gradient of the step's output state from outside the recurrence. The pre-activation gradients
-    are written over the ring slot they were read from and stored from there.
+    are written over the ring slot they were read from and stored from there. In Tier B each CTA
+    computes its units' ``d_rec`` and ``dh_prev``; the product needs every unit's ``d_rec``, which
+    the cluster exchanges through GMEM as the forward exchanges ``h``.
     """
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
-    lstm, gates, u, steps = plan.kind == "lstm", plan.gates, plan.units, plan.steps
+    lstm, gates, u, r, steps = plan.kind == "lstm", plan.gates, plan.units, plan.rows, plan.steps
     refs = list(refs)
     pre_ref = refs.pop(0)
     hr_ref = None if lstm else refs.pop(0)
@@ -413,18 +499,21 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
     dhr_out = None if lstm else refs.pop(0)
     dh0_out = refs.pop(0)
     dc0_out = refs.pop(0) if lstm else None
-    u_smem, d_smem, pre_ring = refs.pop(0), refs.pop(0), refs.pop(0)
-    hr_ring = None if lstm else refs.pop(0)
-    sp_ring, dh_ring = refs.pop(0), refs.pop(0)
-    m_ring = refs.pop(0) if plan.masked else None
-    fin_smem, ring_bars, once_bar = refs
+    xd_ref = refs.pop(0) if plan.cluster > 1 else None
+    u_smem, d_smem, pre_ring, hr_ring = scratch["u"], scratch["d"], scratch["pre"], scratch.get("hr")
+    sp_ring, dh_ring, m_ring, fin_smem = scratch["prev"], scratch["dh"], scratch.get("mask"), scratch["final"]
+    ring_bars, once_bar = scratch["ring_bars"], scratch["once_bar"]
 
     wg = partial(_wg, plan)
     act = _KERNEL_FORMS.get(plan.activation, plan.activation)
     ract = _KERNEL_FORMS.get(plan.recurrent_activation, plan.recurrent_activation)
-    blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(u // _ROWS)]
+    blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(r // _ROWS)]  # of this CTA's units
     cols = pl.ds(jax.lax.axis_index("b") * _BT, _BT)
-    per_gate = partial(_copy_gates, gates, u)
+    own = _own_rows(plan)
+    mine = pl.ds(own, r)
+    full_rows, packed_rows = (lambda g: pl.ds(g * u + own, r)), (lambda g: pl.ds(g * r, r))
+    load_own = partial(_copy_gates, gates, src_rows=full_rows, dst_rows=packed_rows)
+    store_own = partial(_copy_gates, gates, src_rows=packed_rows, dst_rows=full_rows)
 
     def lstm_cell(zi, zf, zg, zo, c_prev):
         c = ract(zf) * c_prev + ract(zi) * act(zg)
@@ -439,19 +528,19 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
 
     def fetch(s, slot):
         ti, bar = time_index(s), ring_bars.at[slot]
-        per_gate(pre_ref.at[ti, :, cols], pre_ring.at[slot], bar)
+        load_own(pre_ref.at[ti, :, cols], pre_ring.at[slot], barrier=bar)
         if not lstm:
-            per_gate(hr_ref.at[ti, :, cols], hr_ring.at[slot], bar)
-        plgpu.copy_gmem_to_smem(sp_ref.at[ti, :, cols], sp_ring.at[slot], bar)
-        plgpu.copy_gmem_to_smem(dh_ref.at[ti, :, cols], dh_ring.at[slot], bar)
+            load_own(hr_ref.at[ti, :, cols], hr_ring.at[slot], barrier=bar)
+        plgpu.copy_gmem_to_smem(sp_ref.at[ti, mine, cols], sp_ring.at[slot], bar)
+        plgpu.copy_gmem_to_smem(dh_ref.at[ti, mine, cols], dh_ring.at[slot], bar)
         if plan.masked:
             plgpu.copy_gmem_to_smem(m_ref.at[ti, :, cols], m_ring.at[slot], bar)
 
-    per_gate(u_ref, u_smem, once_bar)
+    load_own(u_ref, u_smem, barrier=once_bar)
     if lstm:
-        plgpu.copy_gmem_to_smem(dc_ref.at[:, cols], fin_smem.at[1], once_bar)
+        plgpu.copy_gmem_to_smem(dc_ref.at[mine, cols], fin_smem.at[1], once_bar)
     if plan.dropped:  # fin_smem[0] is free until the end
-        plgpu.copy_gmem_to_smem(dm_ref.at[:, cols], fin_smem.at[0], once_bar)
+        plgpu.copy_gmem_to_smem(dm_ref.at[mine, cols], fin_smem.at[0], once_bar)
     for s in range(min(stages, steps)):
         fetch(s, s)
     plgpu.barrier_wait(once_bar)
@@ -462,7 +551,7 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
 
     def rec_product(rows):  # (64, BT) = sum over gates of U_g[these units] @ d_rec_g^T, f32
         return _tensor_core_sum(
-            [(u_smem.at[pl.ds(g * u + rows.start, _ROWS)], d_smem.at[pl.ds(g * u, u)]) for g in range(gates)]
+            [(u_smem.at[pl.ds(g * r + rows.start, _ROWS)], d_smem.at[pl.ds(g * u, u)]) for g in range(gates)]
         )
 
     def step(s, carry):
@@ -473,18 +562,18 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
         new_dc, direct = [], []  # direct: the part of dh_prev that is not U @ d_rec
 
         def put(ring, g, rows, d):
-            ring[slot, pl.ds(g * u + rows.start, _ROWS)] = d
+            ring[slot, pl.ds(g * r + rows.start, _ROWS)] = d
 
         for k, rows in enumerate(blocks):
             d_h = dh[k] + wg(dh_ring[slot, rows])
             if lstm:
-                z = [wg(pre_ring[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
+                z = [wg(pre_ring[slot, pl.ds(g * r + rows.start, _ROWS)]) for g in range(gates)]
                 *d_rec, d_c = _kernel_vjp(lstm_cell, (*z, wg(sp_ring[slot, rows])), (d_h, dc[k]))
                 d_hp = None
             else:
-                x = [wg(pre_ring[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
-                r = [wg(hr_ring[slot, pl.ds(g * u + rows.start, _ROWS)]) for g in range(gates)]
-                grads = _kernel_vjp(gru_cell, (*x, *r, wg(sp_ring[slot, rows])), d_h)
+                x = [wg(pre_ring[slot, pl.ds(g * r + rows.start, _ROWS)]) for g in range(gates)]
+                hr = [wg(hr_ring[slot, pl.ds(g * r + rows.start, _ROWS)]) for g in range(gates)]
+                grads = _kernel_vjp(gru_cell, (*x, *hr, wg(sp_ring[slot, rows])), d_h)
                 d_in, d_rec, d_hp = grads[:gates], grads[gates : 2 * gates], grads[-1]
             if keep is not None:  # a masked step passes the state's gradients through
                 d_rec = [jnp.where(keep, d, 0.0) for d in d_rec]
@@ -498,15 +587,23 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
                 put(pre_ring, g, rows, d_rec[g] if lstm else d_in[g])
                 if not lstm:
                     put(hr_ring, g, rows, d_rec[g])
-                d_smem[pl.ds(g * u + rows.start, _ROWS)] = d_rec[g].astype(jnp.bfloat16)
+                d_smem[pl.ds(g * u + own + rows.start, _ROWS)] = d_rec[g].astype(jnp.bfloat16)
             if lstm:
                 new_dc.append(d_c)
         plgpu.commit_smem()
         ti = time_index(s)
-        per_gate(pre_ring.at[slot], dpre_out.at[ti, :, cols])
+        if plan.cluster > 1:  # this CTA's units of d_rec, for the others (see _exchange)
+            _copy_gates(gates, d_smem, xd_ref.at[s % 2, :, cols], full_rows, full_rows)
+            plgpu.commit_smem_to_gmem_group()
+        store_own(pre_ring.at[slot], dpre_out.at[ti, :, cols])
         if not lstm:
-            per_gate(hr_ring.at[slot], dhr_out.at[ti, :, cols])
+            store_own(hr_ring.at[slot], dhr_out.at[ti, :, cols])
         plgpu.commit_smem_to_gmem_group()
+        if plan.cluster > 1:
+            _exchange(
+                scratch,
+                partial(_copy_gates, gates, xd_ref.at[s % 2, :, cols], d_smem, *(lambda g: pl.ds(g * u, u),) * 2),
+            )
         new_dh = []
         for k, (rows, d_hp) in enumerate(zip(blocks, direct, strict=True)):
             d = rec_product(rows) if keep_h is None else rec_product(rows) * keep_h[k]
@@ -528,9 +625,9 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs):
         for rows, d in zip(blocks, state, strict=True):
             fin_smem[i, rows] = d
     plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(fin_smem.at[0], dh0_out.at[:, cols])
+    plgpu.copy_smem_to_gmem(fin_smem.at[0], dh0_out.at[mine, cols])
     if lstm:
-        plgpu.copy_smem_to_gmem(fin_smem.at[1], dc0_out.at[:, cols])
+        plgpu.copy_smem_to_gmem(fin_smem.at[1], dc0_out.at[mine, cols])
     plgpu.commit_smem_to_gmem_group()
     plgpu.wait_smem_to_gmem(0)
 
@@ -540,26 +637,33 @@ def _launch_bwd(plan: _Plan, inputs):
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     stages = _bwd_stages(plan.kind, plan.units, plan.masked)
-    u, gates, lstm = plan.units, plan.gates, plan.kind == "lstm"
+    u, r, gates, lstm = plan.units, plan.rows, plan.gates, plan.kind == "lstm"
     swizzle = (plgpu.TilingTransform((8, _BT)), plgpu.SwizzleTransform(_BT * 2))
-    ring = plgpu.SMEM((stages, gates * u, _BT), jnp.float32)
-    scratch = [
-        plgpu.SMEM((gates * u, u), jnp.bfloat16, transforms=swizzle),  # U, gate block g is U_g
-        plgpu.SMEM((gates * u, _BT), jnp.bfloat16, transforms=swizzle),  # d_rec^T, the product's B operand
-        ring,  # pre-activations in, their gradients out
-        *([] if lstm else [ring]),  # the GRU's hr and d_hr
-        plgpu.SMEM((stages, u, _BT), jnp.float32),  # the state each step started from
-        plgpu.SMEM((stages, u, _BT), jnp.float32),  # dh from outside the recurrence
-        *([plgpu.SMEM((stages, _ROWS, _BT), jnp.float32)] if plan.masked else []),
-        plgpu.SMEM((plan.state_count, u, _BT), jnp.float32),  # dc in, d_state0 out
-    ]
+    ring = plgpu.SMEM((stages, gates * r, _BT), jnp.float32)  # this CTA's units of every gate
+    scratch = {
+        "u": plgpu.SMEM((gates * r, u), jnp.bfloat16, transforms=swizzle),  # this CTA's rows of each U_g
+        "d": plgpu.SMEM((gates * u, _BT), jnp.bfloat16, transforms=swizzle),  # d_rec^T, the product's B operand
+        "pre": ring,  # pre-activations in, their gradients out
+        "prev": plgpu.SMEM((stages, r, _BT), jnp.float32),  # the state each step started from
+        "dh": plgpu.SMEM((stages, r, _BT), jnp.float32),  # dh from outside the recurrence
+        "final": plgpu.SMEM((plan.state_count, r, _BT), jnp.float32),  # dc in, d_state0 out
+    }
+    if not lstm:
+        scratch["hr"] = ring  # the GRU's hr and d_hr
+    if plan.masked:
+        scratch["mask"] = plgpu.SMEM((stages, _ROWS, _BT), jnp.float32)
     per_step = gates * (1 if lstm else 2) + 2 + plan.masked
-    once = gates + lstm + plan.dropped  # U, and dc and the dropout mask where there are
-    scratch += [plgpu.Barrier(num_arrivals=per_step, num_barriers=stages), plgpu.Barrier(num_arrivals=once)]
+    scratch["ring_bars"] = plgpu.Barrier(num_arrivals=per_step, num_barriers=stages)
+    scratch["once_bar"] = plgpu.Barrier(num_arrivals=gates + lstm + plan.dropped)  # U, dc, the dropout mask
     d_pre = jax.ShapeDtypeStruct((plan.steps, gates * u, plan.batch), jnp.float32)
     d_state = jax.ShapeDtypeStruct((u, plan.batch), jnp.float32)
     outs = [d_pre] * (1 if lstm else 2) + [d_state] * plan.state_count
-    return _call(plan, partial(_bwd_kernel_body, plan, stages), outs, scratch, inputs)
+    if plan.cluster > 1:
+        outs.append(jax.ShapeDtypeStruct((2, gates * u, plan.batch), jnp.bfloat16))  # the exchange's two slots
+        scratch["cluster_bar"] = plgpu.ClusterBarrier(collective_axes=("c",))
+        scratch["gather_bar"] = plgpu.Barrier(num_arrivals=gates)
+    outs = _call(plan, partial(_bwd_kernel_body, plan, stages), outs, scratch, inputs)
+    return outs[: len(outs) - (plan.cluster > 1)]
 
 
 def _pad_gates(a, gates, units, padded):
@@ -632,17 +736,20 @@ def _states(st: _Static, wt: Weights, gx, state0, mask, rec_drop):
     batch, units = gx.shape[1], wt.u.shape[0]
     plan = _plan(st, gx.shape[0], units, batch, mask is not None, rec_drop is not None)
     gates, u, b = plan.gates, plan.units, plan.batch
-    b_t = m_t = c0_t = None
-    if st.kind == "lstm":
-        c0_t = _cols(state0.c, u, b)
-    else:
-        b_rec = jnp.zeros((gates * units,), jnp.float32) if wt.b_rec is None else wt.b_rec.astype(jnp.float32)
-        b_t = jnp.broadcast_to(_pad_gates(b_rec, gates, units, u).reshape(-1, 1), (gates * u, _BT))
-    if mask is not None:
-        m_t = _mask_tiles(mask, b)
+    h0 = state0.h.astype(jnp.float32)
+    h_in = h0 if rec_drop is None else h0 * rec_drop[0].astype(jnp.float32)  # the first product's input
     ut = _u_blocks(wt.u, gates, u, transpose=True)
-    dm_t = None if rec_drop is None else _cols(rec_drop[0], u, b)
-    hs_t, cs_t = _launch(plan, _gate_cols(gx, gates, u, b), ut, _cols(state0.h, u, b), c0_t, b_t, m_t, dm_t)
+    inputs = [_gate_cols(gx, gates, u, b), ut, _cols(h_in, u, b).astype(jnp.bfloat16), _cols(h0, u, b)]
+    if st.kind == "lstm":
+        inputs.append(_cols(state0.c, u, b))
+    else:  # the recurrent bias, broadcast over a batch tile
+        b_rec = jnp.zeros((gates * units,), jnp.float32) if wt.b_rec is None else wt.b_rec.astype(jnp.float32)
+        inputs.append(jnp.broadcast_to(_pad_gates(b_rec, gates, units, u).reshape(-1, 1), (gates * u, _BT)))
+    if mask is not None:
+        inputs.append(_mask_tiles(mask, b))
+    if rec_drop is not None:
+        inputs.append(_cols(rec_drop[0], u, b))
+    hs_t, cs_t = _launch(plan, inputs)
     return _uncols(hs_t, units, batch), None if cs_t is None else _uncols(cs_t, units, batch)
 
 
