@@ -34,6 +34,9 @@ test: $(STAMP)
 # 0.10.2, the newest for Python 3.11. 0.11's Mosaic GPU interpreter also runs the CTAs of a
 # thread-block cluster concurrently, with cluster barriers. Where python3.12 is not on the PATH:
 #   make test-next PYTHON_NEXT=/path/to/python3.12 PYTEST_ARGS=tests/test_pallas.py
+# On fewer than 8 CPUs the cluster kernels' interpreter tests skip (they can deadlock there, see
+# tests/test_pallas.py); alone, in one process, they run with
+#   JRNN_TEST_CLUSTERS=1 make test-next PYTEST_ARGS='-n 0 -k clusters tests/test_pallas.py'
 PYTHON_NEXT ?= python3.12
 JAX_NEXT ?= 0.11.2
 NEXT := .venv-next

@@ -202,7 +202,7 @@ def interpreter_runs_clusters() -> bool:
         from jax._src.pallas.mosaic_gpu.interpret import shared_memory
     except ImportError:  # pragma: no cover - every supported JAX has the interpreter
         return False
-    return hasattr(shared_memory, "allocate_cluster_barrier")
+    return hasattr(shared_memory, "ClusterBarrier")
 
 
 def _copy_gates(gates, src, dst, src_rows, dst_rows, barrier=None):
@@ -389,7 +389,8 @@ def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
             plgpu.copy_smem_to_gmem(st_smem.at[1], cs_ref.at[ti, mine, cols])
         plgpu.commit_smem_to_gmem_group()
         if plan.cluster > 1:
-            _exchange(scratch, lambda bar: plgpu.copy_gmem_to_smem(xh_ref.at[t % 2, :, cols], h_smem, bar))
+            gather = partial(plgpu.copy_gmem_to_smem, xh_ref.at[t % 2, :, cols], h_smem)
+            _exchange(scratch, gather, partial(_fence, plan))
 
         @pl.when(t + stages < steps)
         def _():
@@ -401,20 +402,40 @@ def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     plgpu.wait_smem_to_gmem(0)
 
 
-def _exchange(scratch, gather):
+def _exchange(scratch, gather, fence):
     """Tier B: every CTA of the cluster has stored its units' part of the next product input to GMEM
     (the second-to-last store group); wait for that, meet at the cluster barrier, load everyone's.
 
+    Mosaic GPU's cluster barrier arrives and waits at CTA scope and TMA is the async proxy, so
+    ``fence`` (``_fence``) emits cluster-scope and proxy fences around it on the GPU; whether they
+    are all needed only a GPU can say (the interpreter's memory has neither scopes nor proxies).
     Two GMEM slots alternate by step: a CTA overwrites slot ``t % 2`` at step ``t + 2`` only after
     the barrier of step ``t + 1``, which every CTA reaches after its load of step ``t`` has landed.
     """
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     plgpu.wait_smem_to_gmem(1)  # the exchange store has landed; this step's state stores may not have
+    fence("fence.proxy.async.global; fence.acq_rel.cluster;")  # TMA's writes, released to the cluster
     plgpu.barrier_arrive(scratch["cluster_bar"])
     plgpu.barrier_wait(scratch["cluster_bar"])
+    fence("fence.acq_rel.cluster; fence.proxy.async.global;")  # the others' writes, for our TMA loads
     gather(scratch["gather_bar"])
     plgpu.barrier_wait(scratch["gather_bar"])
+
+
+def _fence(plan: _Plan, ptx: str):
+    """``ptx`` (memory fences) inline on the GPU; nothing in the interpreter, which runs no PTX."""
+    if plan.interpret:
+        return
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+    from jax._src.lib.mlir import ir
+    from jax._src.lib.mlir.dialects import llvm
+
+    @plgpu.inline_mgpu()
+    def fence(_ctx):
+        llvm.inline_asm(ir.Type.parse("!llvm.void"), [], ptx, "", has_side_effects=True)
+
+    fence()
 
 
 def _launch(plan: _Plan, inputs):
@@ -600,10 +621,9 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs, **scratch):
             store_own(hr_ring.at[slot], dhr_out.at[ti, :, cols])
         plgpu.commit_smem_to_gmem_group()
         if plan.cluster > 1:
-            _exchange(
-                scratch,
-                partial(_copy_gates, gates, xd_ref.at[s % 2, :, cols], d_smem, *(lambda g: pl.ds(g * u, u),) * 2),
-            )
+            whole = lambda g: pl.ds(g * u, u)  # noqa: E731
+            gather = partial(_copy_gates, gates, xd_ref.at[s % 2, :, cols], d_smem, whole, whole)
+            _exchange(scratch, gather, partial(_fence, plan))
         new_dh = []
         for k, (rows, d_hp) in enumerate(zip(blocks, direct, strict=True)):
             d = rec_product(rows) if keep_h is None else rec_product(rows) * keep_h[k]
