@@ -146,12 +146,12 @@ def test_clusters_match_the_scan(kind, size, pattern, reverse, interpret):
 
 @pytest.mark.parametrize("interpret", CLUSTER_RUNS)
 def test_clusters_with_recurrent_dropout_and_two_directions(interpret):
-    cell, params, state, xs, mask = _two_directions("gru", (3, 3, 4, 150))
-    cell = CELLS["gru"](150, recurrent_dropout=0.4, implementation=2)
+    _, params, state, xs, mask = _two_directions("gru", (3, 3, 4, 150))
+    cell = CELLS["gru"](150, recurrent_dropout=0.4, implementation=2)  # the same params, with dropout
     masks = cell.dropout_masks(jax.random.key(9), jax.tree.map(lambda a: a[0], params), (3,))
 
-    def run(step_or_kernel, p, x, m):
-        if step_or_kernel == "scan":
+    def run(path, p, x, m):
+        if path == "scan":
             return jrnn.run(partial(cell.step, dropout=masks), p, state, x, mask=m)
         return jrnn.kernels.run_fused(cell, p, state, x, mask=m, dropout=masks, kernel="pallas", interpret=interpret)
 
