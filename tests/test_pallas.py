@@ -282,14 +282,15 @@ def hopper(monkeypatch):
     monkeypatch.setattr(_fused, "_device_capability", lambda: "9.0")
 
 
+def _cuda_text(fn, params, xs):
+    """``fn(params, xs)`` lowered for CUDA, as text."""
+    return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
+
+
 def _launches(run, params, xs):
     """Mosaic GPU kernel launches in ``run(params, xs) -> (ys, ...)``, then in its gradient, lowered for CUDA."""
-
-    def lowered(fn):
-        return jax.jit(fn).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
-
     grad = jax.grad(lambda p, x: jnp.sum(run(p, x)[0].astype(jnp.float32)), (0, 1))
-    return tuple(lowered(fn).count("stablehlo.custom_call @mosaic_gpu") for fn in (run, grad))
+    return tuple(_cuda_text(fn, params, xs).count("stablehlo.custom_call @mosaic_gpu") for fn in (run, grad))
 
 
 def _cuda_launches(cell, params, state, xs, **kwargs):
@@ -334,8 +335,7 @@ def test_both_directions_lower_to_one_launch(hopper, kind, units):
 def test_cluster_exchange_fences_lower_for_cuda(hopper, units, fences):
     cell, params, state, xs = _setup("lstm", (4, 3, 2, units))
     run = lambda p, x: jrnn.kernels.run_fused(cell, p, state, x, kernel="pallas")  # noqa: E731
-    text = jax.jit(run).trace(params, xs).lower(lowering_platforms=("cuda",)).as_text()
-    assert text.count("fence.acq_rel.cluster") == fences
+    assert _cuda_text(run, params, xs).count("fence.acq_rel.cluster") == fences
 
 
 @pytest.mark.parametrize("activation", sorted(f.__name__ for f in _pallas._LOWERABLE))

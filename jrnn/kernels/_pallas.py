@@ -281,19 +281,24 @@ def _replay(jaxpr, consts, args):
 
 
 def _own_rows(plan: _Plan):
-    """The first of the units this CTA owns (of every gate): 0 in Tier A, its cluster rank x 64 in Tier B."""
+    """This CTA's units of every gate: ``(own, full, packed)``.
+
+    ``own`` is the first of them (0 in Tier A, the cluster rank x 64 in Tier B); ``full(g)`` and
+    ``packed(g)`` are gate g's rows of them in a full ``(G*u)``-row operand and in a packed
+    ``(G*r)``-row buffer of this CTA's.
+    """
     import jax.experimental.pallas as pl
 
-    if plan.cluster == 1:
-        return 0
-    return pl.multiple_of(jax.lax.axis_index("c") * plan.rows, _ROWS)
+    r = plan.rows
+    own = 0 if plan.cluster == 1 else pl.multiple_of(jax.lax.axis_index("c") * r, _ROWS)
+    return own, (lambda g: pl.ds(g * plan.units + own, r)), (lambda g: pl.ds(g * r, r))
 
 
 def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
-    lstm, gates, u, r, steps = plan.kind == "lstm", plan.gates, plan.units, plan.rows, plan.steps
+    lstm, gates, r, steps = plan.kind == "lstm", plan.gates, plan.rows, plan.steps
     refs = list(refs)
     gx_ref, ut_ref, hin_ref, h0_ref = refs.pop(0), refs.pop(0), refs.pop(0), refs.pop(0)
     c0_ref = refs.pop(0) if lstm else None
@@ -311,14 +316,13 @@ def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     ract = _KERNEL_FORMS.get(plan.recurrent_activation, plan.recurrent_activation)
     blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(r // _ROWS)]  # of this CTA's units
     cols = pl.ds(jax.lax.axis_index("b") * _BT, _BT)
-    own = _own_rows(plan)
+    own, full_rows, packed_rows = _own_rows(plan)
     mine = pl.ds(own, r)
 
     def time_index(t):
         return steps - 1 - t if plan.reverse else t
 
-    # This CTA's units of each gate, from the full (G*u)-row operands into packed (G*r)-row buffers.
-    load_own = partial(_copy_gates, gates, src_rows=lambda g: pl.ds(g * u + own, r), dst_rows=lambda g: pl.ds(g * r, r))
+    load_own = partial(_copy_gates, gates, src_rows=full_rows, dst_rows=packed_rows)
 
     def fetch(t, slot):
         ti = time_index(t)
@@ -390,7 +394,7 @@ def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
         plgpu.commit_smem_to_gmem_group()
         if plan.cluster > 1:
             gather = partial(plgpu.copy_gmem_to_smem, xh_ref.at[t % 2, :, cols], h_smem)
-            _exchange(scratch, gather, partial(_fence, plan))
+            _exchange(plan, scratch, gather)
 
         @pl.when(t + stages < steps)
         def _():
@@ -402,12 +406,12 @@ def _kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     plgpu.wait_smem_to_gmem(0)
 
 
-def _exchange(scratch, gather, fence):
+def _exchange(plan: _Plan, scratch, gather):
     """Tier B: every CTA of the cluster has stored its units' part of the next product input to GMEM
     (the second-to-last store group); wait for that, meet at the cluster barrier, load everyone's.
 
     Mosaic GPU's cluster barrier arrives and waits at CTA scope and TMA is the async proxy, so
-    ``fence`` (``_fence``) emits cluster-scope and proxy fences around it on the GPU; whether they
+    ``_fence`` emits cluster-scope and proxy fences around it on the GPU; whether they
     are all needed only a GPU can say (the interpreter's memory has neither scopes nor proxies).
     Two GMEM slots alternate by step: a CTA overwrites slot ``t % 2`` at step ``t + 2`` only after
     the barrier of step ``t + 1``, which every CTA reaches after its load of step ``t`` has landed.
@@ -415,10 +419,10 @@ def _exchange(scratch, gather, fence):
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     plgpu.wait_smem_to_gmem(1)  # the exchange store has landed; this step's state stores may not have
-    fence("fence.proxy.async.global; fence.acq_rel.cluster;")  # TMA's writes, released to the cluster
+    _fence(plan, "fence.proxy.async.global; fence.acq_rel.cluster;")  # TMA's writes, released to the cluster
     plgpu.barrier_arrive(scratch["cluster_bar"])
     plgpu.barrier_wait(scratch["cluster_bar"])
-    fence("fence.acq_rel.cluster; fence.proxy.async.global;")  # the others' writes, for our TMA loads
+    _fence(plan, "fence.acq_rel.cluster; fence.proxy.async.global;")  # the others' writes, for our TMA loads
     gather(scratch["gather_bar"])
     plgpu.barrier_wait(scratch["gather_bar"])
 
@@ -530,9 +534,8 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs, **scratch):
     ract = _KERNEL_FORMS.get(plan.recurrent_activation, plan.recurrent_activation)
     blocks = [pl.ds(k * _ROWS, _ROWS) for k in range(r // _ROWS)]  # of this CTA's units
     cols = pl.ds(jax.lax.axis_index("b") * _BT, _BT)
-    own = _own_rows(plan)
+    own, full_rows, packed_rows = _own_rows(plan)
     mine = pl.ds(own, r)
-    full_rows, packed_rows = (lambda g: pl.ds(g * u + own, r)), (lambda g: pl.ds(g * r, r))
     load_own = partial(_copy_gates, gates, src_rows=full_rows, dst_rows=packed_rows)
     store_own = partial(_copy_gates, gates, src_rows=packed_rows, dst_rows=full_rows)
 
@@ -623,7 +626,7 @@ def _bwd_kernel_body(plan: _Plan, stages: int, *refs, **scratch):
         if plan.cluster > 1:
             whole = lambda g: pl.ds(g * u, u)  # noqa: E731
             gather = partial(_copy_gates, gates, xd_ref.at[s % 2, :, cols], d_smem, whole, whole)
-            _exchange(scratch, gather, partial(_fence, plan))
+            _exchange(plan, scratch, gather)
         new_dh = []
         for k, (rows, d_hp) in enumerate(zip(blocks, direct, strict=True)):
             d = rec_product(rows) if keep_h is None else rec_product(rows) * keep_h[k]
