@@ -13,12 +13,15 @@ calls (no device-event API; dispatch is amortised over the batch). Peak memory: 
 
     python bench/gpu.py                   # the issue's matrix, writes bench/results/gpu.md
     python bench/gpu.py --smoke --out -   # tiny sizes, any backend: checks that the script runs
+    python bench/gpu.py --smoke --interpret --repeats 1 --inner 1 --out -   # and the Pallas row, on CPU
     python bench/gpu.py --only 'H=(64|128) ' --out $OUT/gpu_small.md   # the sections matching a regex
 
 The file is rewritten after every section, so a run stopped at a time limit keeps what it measured.
 
 The Pallas row runs ``jrnn.kernels.run_fused(..., kernel="pallas")`` where ``choose_kernel`` allows
-it (NVIDIA Hopper, units <= 128); elsewhere the script prints the reason and leaves the row out.
+it (NVIDIA Hopper, units <= 256); elsewhere the script prints the reason and leaves the row out.
+``--interpret`` runs that row in the Mosaic GPU interpreter instead, on any backend: slowly, to
+check the script's Pallas path before a GPU session spends its time on it.
 """
 
 from __future__ import annotations
@@ -116,16 +119,16 @@ def jrnn_impl(kind, params, cell, dtype, use_fused):
     return forward, p
 
 
-def pallas_impl(kind, params, cell, dtype, units):
+def pallas_impl(kind, params, cell, dtype, units, interpret=False):
     """The persistent Pallas kernel through ``run_fused``; ``None`` (with the reason) where it cannot run."""
-    ok, reason = jrnn.kernels.choose_kernel(cell, units, "pallas")
+    ok, reason = jrnn.kernels.choose_kernel(cell, units, "pallas", interpret=interpret)
     if not ok:
         print(f"  skip jrnn Pallas: {reason}", file=sys.stderr)
         return None
 
     def forward(params, x):
         state = jax.tree.map(lambda a: a.astype(x.dtype), cell.init_state(x.shape[:1]))
-        return jrnn.kernels.run_fused(cell, params, state, x, kernel="pallas")[0]
+        return jrnn.kernels.run_fused(cell, params, state, x, kernel="pallas", interpret=interpret)[0]
 
     return forward, jax.tree.map(lambda a: a.astype(dtype), params)
 
@@ -196,7 +199,7 @@ def _torch_time(fn, repeats, device):
     return statistics.median(times)
 
 
-def bench_one(config, repeats, inner):
+def bench_one(config, repeats, inner, interpret=False):
     kind, batch, steps, n_in, units, dtype, training = config
     cell, params = make_weights(kind, n_in, units)
     x_np = np.random.default_rng(0).normal(size=(batch, steps, n_in)).astype(np.float32)
@@ -206,7 +209,9 @@ def bench_one(config, repeats, inner):
     jax_impls = {
         "jrnn scan": jrnn_impl(kind, params, cell, dtype, False),
         "jrnn fused (XLA)": jrnn_impl(kind, params, cell, dtype, True),
-        "jrnn Pallas": pallas_impl(kind, params, cell, dtype, units),
+        "jrnn Pallas" + (" (interpreter)" if interpret else ""): pallas_impl(
+            kind, params, cell, dtype, units, interpret
+        ),
         "jax.experimental.rnn (cuDNN, fp32)": jax_cudnn_impl(kind, params, "float32"),
     }
     for name, impl in jax_impls.items():
@@ -263,6 +268,7 @@ def main():
     parser.add_argument("--inner", type=int, default=5, help="JAX calls per timed batch")
     parser.add_argument("--out", default="bench/results/gpu.md", help="markdown file, or - for stdout")
     parser.add_argument("--only", default="", help="a regex: run the sections whose title matches it")
+    parser.add_argument("--interpret", action="store_true", help="the Pallas row in the Mosaic GPU interpreter")
     args = parser.parse_args()
     device = jax.devices()[0]
     lines = [
@@ -292,7 +298,7 @@ def main():
             "| implementation | fwd ms | us/step | fwd+bwd ms | peak MiB | max error |",
             "|---|---|---|---|---|---|",
         ]
-        for name, t_f, t_b, mem, err in bench_one(config, args.repeats, args.inner):
+        for name, t_f, t_b, mem, err in bench_one(config, args.repeats, args.inner, args.interpret):
             per_step = 1e6 * t_f / steps
             lines.append(
                 f"| {name} | {1e3 * t_f:.3f} | {per_step:.2f} | {1e3 * t_b:.3f} | {mem / 2**20:.1f} | {err:.2e} |"

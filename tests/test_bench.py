@@ -1,0 +1,47 @@
+"""The GPU benchmark script runs end to end before a GPU session spends its time on it.
+
+No session has had a GPU since bench/gpu.py was written, so nothing else runs it. Its ``--smoke``
+sizes with ``--interpret`` go through every row's code on the CPU, the Pallas kernel's in the
+Mosaic GPU interpreter; only the CUDA-only peers (cuDNN through PyTorch and
+``jax.experimental.rnn``) are left out. Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rows(report: str) -> dict[tuple[str, str], list[str]]:
+    """``{(section title, implementation): cells}`` from the markdown report."""
+    rows, title = {}, None
+    for line in report.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("| ") and not line.startswith("| implementation") and title is not None:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[(title, cells[0])] = cells[1:]
+    return rows
+
+
+def test_gpu_benchmark_smoke_runs_every_row_it_can_on_the_cpu():
+    cmd = [sys.executable, "bench/gpu.py", "--smoke", "--interpret", "--repeats", "1", "--inner", "1", "--out", "-"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _rows(done.stdout)
+    for kind in ("LSTM", "GRU"):
+        (title,) = {t for t, _ in rows if t.startswith(kind)}
+        names = {name for t, name in rows if t == title}
+        assert {"jrnn scan", "jrnn fused (XLA)", "jrnn Pallas (interpreter)", "pytorch CPU float32"} <= names
+        for name in names:
+            fwd_ms, per_step, fwd_bwd_ms, _, error = rows[(title, name)]
+            assert float(fwd_ms) > 0 and float(fwd_bwd_ms) > 0 and float(per_step) > 0, (title, name)
+            # Against the float64 reference: float32 everywhere, except the Pallas kernel's bf16 products.
+            assert float(error) < (5e-3 if "Pallas" in name else 1e-5), (title, name, error)
+    assert re.search(r"^Device: .*\(cpu\)", done.stdout, re.M)
