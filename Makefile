@@ -48,7 +48,8 @@ test-next: $(NEXT)/.installed
 	$(call run_tests,$(NEXT))
 
 # On an NVIDIA Hopper machine whose python3 already has JAX with CUDA and Flax (no venv, no network
-# needed): the Pallas kernels compiled there, against the scan. Then bench/gpu.py, in parts (--only).
+# needed): the Pallas kernels compiled there, against the scan. Then bench/gpu.py, in parts (--only);
+# bench/gpu_lease.sh runs both in stages of under 10 minutes each.
 gpu-check:
 	PYTHONPATH=. $(PYTHON) -m pytest -q -m gpu tests/test_pallas.py
 

@@ -156,7 +156,7 @@ def torch_impl(kind, params, dtype):
     """PyTorch ``nn.LSTM`` / ``nn.GRU`` (cuDNN on a GPU) with the same weights."""
     import torch
 
-    w, u, b = (np.asarray(a, np.float32) for a in params)
+    w, u, b = (np.array(a, np.float32) for a in params)
     n_in, units = w.shape[0], u.shape[0]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(n_in, units, batch_first=True)
