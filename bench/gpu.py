@@ -217,7 +217,7 @@ def bench_one(config, repeats, inner, interpret=False):
     for name, impl in jax_impls.items():
         if impl is not None:
             x = jnp.asarray(x_np, "float32" if "fp32" in name else dtype)
-            rows.append((name, *_measure_jax(*impl, x, ref, training, repeats, inner)))
+            rows.append(_guarded(name, _measure_jax, *impl, x, ref, training, repeats, inner))
     try:
         import torch
     except ImportError:
@@ -227,8 +227,21 @@ def bench_one(config, repeats, inner, interpret=False):
         layer, device = torch_impl(kind, params, tdtype)
         x = torch.from_numpy(x_np).to(device=device, dtype=getattr(torch, tdtype))
         name = f"pytorch {'cuDNN' if device == 'cuda' else 'CPU'} {tdtype}"
-        rows.append((name, *_measure_torch(layer, x, device, ref, training, repeats)))
+        rows.append(_guarded(name, _measure_torch, layer, x, device, ref, training, repeats))
     return rows
+
+
+def _guarded(name, measure, *args):
+    """``(name, *measure(*args))``; a failure becomes a row saying so, and the other rows still run.
+
+    A kernel that has never run on this GPU must not cost a lease the peers' numbers.
+    """
+    try:
+        return (name, *measure(*args))
+    except Exception as e:  # reported in the table and on stderr
+        print(f"  {name} failed: {type(e).__name__}: {e}"[:2000], file=sys.stderr)
+        nan = float("nan")
+        return (f"{name} (failed: {type(e).__name__}, see the log)", nan, nan, nan, nan)
 
 
 def _measure_jax(forward, p, x, ref, training, repeats, inner):
