@@ -36,6 +36,10 @@ PyTree = Any
 # Steps per loop iteration in the forward, each block's input projection one matmul. On XLA:CPU
 # projecting all steps up front wrote a (T, B, G*u) array that the loop then read back: at (32, 128,
 # 128, 256) that cost more than the matmul saved. Blocks of 8 keep it in cache (bench/results/cpu.md).
+# The saving forward too, where that array would replace the zero-filled buffer of saved
+# pre-activations (updated in place): fwd+bwd 22-37% slower at (16, 64, 32, 64) and (32, 128, 128,
+# 256), LSTM and GRU (interleaved A/B); the one large matmul into a fresh 16 MB buffer took 17.7 ms
+# where the 8-step blocks take ~8. At (64, 256, 256, 512) blocks of 2 or 4 steps were no faster.
 _CHUNK = 8
 # Steps per iteration of the backward loop. At (32, 128, 128, 256) on the 2-core machine the
 # backward took 58 ms at 1, 70 ms at 2, 72 ms at 4 and 106 ms at 8 (with the pre-transposed u).
