@@ -134,11 +134,16 @@ def _ring_depth(fixed, per_stage, least):
     return max(fits) if fits else 0
 
 
-def _stages(kind, units, masked):
-    """The forward's ring depth (at least 2: one slot in use while the next step's loads land)."""
+def _sizes(kind, units):
+    """``(gates, states, u, r)``: the padded units ``u`` and each CTA's share ``r`` of them."""
     gates, states = (4, 2) if kind == "lstm" else (3, 1)
     u = _round_up(units, _ROWS)
-    r = u // _cluster_size(u)
+    return gates, states, u, u // _cluster_size(u)
+
+
+def _stages(kind, units, masked):
+    """The forward's ring depth (at least 2: one slot in use while the next step's loads land)."""
+    gates, states, u, r = _sizes(kind, units)
     fixed = gates * r * u * 2 + u * _BT * 2 + states * r * _BT * 4  # U^T's rows, h (bf16), state staging
     if kind == "gru":
         fixed += gates * r * _BT * 4  # the recurrent bias, broadcast over the tile
@@ -148,9 +153,7 @@ def _stages(kind, units, masked):
 
 def _bwd_stages(kind, units, masked):
     """The backward's ring depth; 1 (no prefetch past the next step) where only one step fits."""
-    gates, states = (4, 2) if kind == "lstm" else (3, 1)
-    u = _round_up(units, _ROWS)
-    r = u // _cluster_size(u)
+    gates, states, u, r = _sizes(kind, units)
     fixed = gates * r * u * 2 + gates * u * _BT * 2 + states * r * _BT * 4  # U's rows, d_pre (bf16), final staging
     # Per step: the pre-activations (both halves for the GRU), the previous state, dh, the mask.
     pre_halves = 1 if kind == "lstm" else 2
@@ -427,6 +430,18 @@ def _exchange(plan: _Plan, scratch, gather):
     plgpu.barrier_wait(scratch["gather_bar"])
 
 
+def _exchange_buffers(plan: _Plan, rows: int, copies: int, scratch) -> tuple:
+    """Tier B: adds ``_exchange``'s barriers to ``scratch``; returns its GMEM buffer's type, an extra output.
+
+    The buffer is two slots of ``(rows, batch)`` bf16; ``copies`` TMA loads gather a slot.
+    """
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    scratch["cluster_bar"] = plgpu.ClusterBarrier(collective_axes=("c",))
+    scratch["gather_bar"] = plgpu.Barrier(num_arrivals=copies)
+    return (jax.ShapeDtypeStruct((2, rows, plan.batch), jnp.bfloat16),)
+
+
 def _fence(plan: _Plan, ptx: str):
     """``ptx`` (memory fences) inline on the GPU; nothing in the interpreter, which runs no PTX."""
     if plan.interpret:
@@ -466,10 +481,8 @@ def _launch(plan: _Plan, inputs):
         scratch["drop_bar"] = plgpu.Barrier(num_arrivals=1)  # the dropout mask's load
     out = jax.ShapeDtypeStruct((plan.steps, u, plan.batch), jnp.float32)
     outs = (out,) * plan.state_count
-    if plan.cluster > 1:
-        outs += (jax.ShapeDtypeStruct((2, u, plan.batch), jnp.bfloat16),)  # the exchange's two slots
-        scratch["cluster_bar"] = plgpu.ClusterBarrier(collective_axes=("c",))
-        scratch["gather_bar"] = plgpu.Barrier(num_arrivals=1)
+    if plan.cluster > 1:  # h's exchange, gathered in one copy
+        outs += _exchange_buffers(plan, u, copies=1, scratch=scratch)
     outs = _call(plan, partial(_kernel_body, plan, stages), outs, scratch, inputs)
     return outs[0], (outs[1] if plan.kind == "lstm" else None)
 
@@ -681,10 +694,8 @@ def _launch_bwd(plan: _Plan, inputs):
     d_pre = jax.ShapeDtypeStruct((plan.steps, gates * u, plan.batch), jnp.float32)
     d_state = jax.ShapeDtypeStruct((u, plan.batch), jnp.float32)
     outs = [d_pre] * (1 if lstm else 2) + [d_state] * plan.state_count
-    if plan.cluster > 1:
-        outs.append(jax.ShapeDtypeStruct((2, gates * u, plan.batch), jnp.bfloat16))  # the exchange's two slots
-        scratch["cluster_bar"] = plgpu.ClusterBarrier(collective_axes=("c",))
-        scratch["gather_bar"] = plgpu.Barrier(num_arrivals=gates)
+    if plan.cluster > 1:  # d_rec's exchange, gathered in one copy per gate
+        outs += _exchange_buffers(plan, gates * u, copies=gates, scratch=scratch)
     outs = _call(plan, partial(_bwd_kernel_body, plan, stages), outs, scratch, inputs)
     return outs[: len(outs) - (plan.cluster > 1)]
 
