@@ -59,7 +59,8 @@ def _cluster_skip_reason():
     return None
 
 
-CLUSTERS_RUN = pytest.mark.skipif(_cluster_skip_reason() is not None, reason=str(_cluster_skip_reason()))
+_CLUSTER_SKIP = _cluster_skip_reason()
+CLUSTERS_RUN = pytest.mark.skipif(_CLUSTER_SKIP is not None, reason=str(_CLUSTER_SKIP))
 CLUSTER_RUNS = [pytest.param(True, id="interpret", marks=CLUSTERS_RUN), RUNS[1]]
 
 
