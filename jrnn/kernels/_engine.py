@@ -249,13 +249,13 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
         dy_t, state_prev, s_t, m_t, t = inputs
         pre_t = tuple(jax.lax.dynamic_index_in_dim(b, t, keepdims=False) for b in bufs)
         pre_t = pre_t[0] if spec.additive else pre_t  # gx_t + hr_t, or (gx_t, hr_t)
-        g = dy_t + d_prev_y
+        g = dy_t if d_prev_y is None else dy_t + d_prev_y
         if m_t is None:
-            d_raw_y, d_raw_state, d_carry_y, d_skip = g, d_state, jnp.zeros_like(g), None
+            d_raw_y, d_raw_state, d_carry_y, d_skip = g, d_state, None, None
         else:
             mm = m_t[:, None]
             d_raw_y = jnp.where(mm, g, 0.0)
-            d_carry_y = jnp.zeros_like(g) if zero_output else jnp.where(mm, 0.0, g)
+            d_carry_y = None if zero_output else jnp.where(mm, 0.0, g)
             d_raw_state = _where(m_t, d_state, jax.tree.map(jnp.zeros_like, d_state))
             d_skip = _where(m_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
         if spec.additive:  # pre_t is gx_t + hr_t, and both get its gradient
@@ -285,7 +285,10 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     # The pre-activations' gradients overwrite the saved pre-activations step by step, in place:
     # no (T, B, G*u) buffer of the backward's own to allocate and zero (3-9% of fwd+bwd on CPU).
     bufs = (pre,) if spec.additive else tuple(pre)
-    carry0 = (dfinal, jnp.zeros_like(dys[0]), bufs)
+    # A masked step repeats the last output, so its output gradient flows back to the last unmasked
+    # step; without a mask (or with zero_output) there is none, and nothing to carry.
+    carries_y = mask is not None and not zero_output
+    carry0 = (dfinal, jnp.zeros_like(dys[0]) if carries_y else None, bufs)
     steps = jnp.arange(dys.shape[0], dtype=jnp.int32)
     (d_state0, _, bufs), d_s = jax.lax.scan(
         step, carry0, (dys, prev_states, s_s, mask, steps), reverse=not reverse, unroll=_UNROLL
