@@ -97,6 +97,27 @@ def test_dropout_masks_enter_the_kernel(implementation, kind):
     _compare(cell, params, state, xs, dropout=masks, mask=jnp.asarray(make_mask("right", 3, 6)))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("recurrent_activation", ["tanh", "sigmoid"])
+def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
+    """The LSTM's closed-form gate vjp (one tanh over all gates) against jax.vjp of its gate math."""
+    from jrnn.kernels._fused import _spec
+
+    act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
+    spec = _spec("lstm", act, ract)
+    assert spec.pointwise_vjp is not None  # else this would test nothing
+    keys = jax.random.split(jax.random.key(3), 5)
+    pre = 3.0 * jax.random.normal(keys[0], (4, 4 * 5))  # into the saturated range too
+    state = jrnn.cells.LSTMState(*(jax.random.normal(k, (4, 5)) for k in keys[1:3]))
+    d_y, d_c = (jax.random.normal(k, (4, 5)) for k in keys[3:])
+    d_new = jrnn.cells.LSTMState(h=d_y[::-1], c=d_c)
+    _, vjp = jax.vjp(lambda z, st: spec.pointwise(z, 0.0, st, None), pre, state)
+    want = vjp((d_y, d_new))
+    got = spec.pointwise_vjp(pre, state, d_y, d_new)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+    assert _spec("lstm", act, jrnn.activations.hard_sigmoid).pointwise_vjp is None  # other forms: jax.vjp
+
+
 def test_vmap_and_jit_through_the_kernel():
     cell, params, state, xs = _setup("gru", (3, 5, 4, 6))
     one = lambda s, x: jrnn.kernels.run_fused(cell, params, jax.tree.map(lambda a: a[None], s), x[None])  # noqa: E731

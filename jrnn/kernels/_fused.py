@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jrnn import activations
 from jrnn._dropout import DropoutMasks
 from jrnn._errors import message
 from jrnn._masking import check_mask
@@ -24,6 +25,43 @@ def _h(state):
     return state.h
 
 
+# Activations of the form ``a * tanh(k * x) + b``: ``(a, k, b)``. Their slope is ``a * k * (1 -
+# tanh(k * x) ** 2)``, so one tanh over all four gates gives both the values and the slopes.
+_TANH_FORMS = {activations.tanh: (1.0, 1.0, 0.0), activations.sigmoid: (0.5, 0.5, 0.5)}
+
+
+def _lstm_vjp(activation, recurrent_activation):
+    """The LSTM gate math's vjp for tanh/sigmoid activations, in full-width operations.
+
+    ``jax.vjp`` of the gate math slices ``pre`` into the four gates and takes each activation and its
+    derivative apart: on XLA:CPU ten operations and a concatenate of four gate gradients per backward
+    step. Here one ``tanh(k * pre)`` gives all four activations and their slopes, and the gate
+    gradients are one product: seven operations and a cheaper concatenate. Interleaved A/B,
+    fwd+bwd: -5 to -8% at (16, 64, 32, 64), within noise (+-3%) at (32, 128, 128, 256), where the
+    matmuls dominate. Saving ``tanh(k * pre)`` in the forward instead of ``pre`` would skip the
+    backward's tanh, but XLA then copied the whole saved buffer twice per step (3x slower).
+    """
+    ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
+    per_gate = [ra, ra, ca, ra]  # i, f, c_hat, o
+
+    def vjp(pre, state, d_y, d_new):
+        units = state.c.shape[-1]
+        lead = (1,) * (pre.ndim - 1)  # explicit broadcasting (rank promotion is an error in tests)
+        a, k, b = (
+            jnp.repeat(jnp.array([g[j] for g in per_gate], jnp.float32), units).reshape((*lead, -1)) for j in range(3)
+        )
+        th = jnp.tanh(pre * k)
+        i, f, c_hat, o = jnp.split(th * a + b, 4, axis=-1)
+        c = f * state.c + i * c_hat
+        th_c = jnp.tanh(c * ca[1])
+        d_h = d_y + d_new.h
+        d_c = d_new.c + d_h * o * (ca[0] * ca[1]) * (1.0 - th_c * th_c)
+        d_gates = jnp.concatenate([d_c * c_hat, d_c * state.c, d_c * i, d_h * (th_c * ca[0] + ca[2])], axis=-1)
+        return d_gates * (a * k) * (1.0 - th * th), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
+
+    return vjp
+
+
 @functools.cache
 def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec:
     """One Spec per cell math, cached so the custom_vjp's static arguments stay equal."""
@@ -35,7 +73,10 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
             h = recurrent_activation(o) * activation(c)
             return h, LSTMState(h=h, c=c)
 
-        return Spec(pointwise, _h, additive=True)
+        closed = activation in _TANH_FORMS and recurrent_activation in _TANH_FORMS
+        return Spec(
+            pointwise, _h, additive=True, pointwise_vjp=_lstm_vjp(activation, recurrent_activation) if closed else None
+        )
     if kind == "gru" and not reset_after:  # hr is h @ U[:, :2u]; s is (r * h) @ U_h
 
         def mid(gx, hr, state):
