@@ -3,8 +3,12 @@
 Peers: Flax ``nn.RNN`` (OptimizedLSTMCell / GRUCell), Keras 3 on JAX, Equinox cells under
 ``lax.scan``, and PyTorch CPU ``nn.LSTM`` / ``nn.GRU``. Every implementation computes the same
 layer (tanh/sigmoid, return_sequences), forward and forward+backward (gradients of a sum of
-squares with respect to the weights and the input). Runs are interleaved across implementations
-and medians reported; first-call time is trace + compile + one run.
+squares with respect to the weights and the input). Runs are interleaved across implementations,
+in a new random order every round, and medians reported; first-call time is trace + compile + one
+run. The order matters: of two jrnn forwards that measure the same in shuffled rounds, the one run
+second in fixed rounds looked 8-9% faster, whichever it was (at (32, 128, 128, 256); their
+forward+backward, run after them, 3-5% slower). Allocations reusing the previous run's freed
+pages is the likely cause (bench/results/cpu_malloc.md).
 
     python bench/cpu.py                     # the three sizes, writes bench/results/cpu.md
     python bench/cpu.py --sizes 16,64,32,64 --repeats 5 --out -
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -163,8 +168,12 @@ def bench(kind, size, repeats):
             first[(name, mode)] = time.perf_counter() - start
             fns[(name, mode)] = fn
     times = {key: [] for key in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle  # seeded: a rerun runs the same orders
     for _ in range(repeats):  # interleaved: every implementation sees the same machine state
-        for (name, mode), fn in fns.items():
+        shuffle(order)  # and none always runs after the same one
+        for name, mode in order:
+            fn = fns[(name, mode)]
             start = time.perf_counter()
             _block(fn(inputs[name]))
             times[(name, mode)].append(time.perf_counter() - start)
@@ -190,7 +199,8 @@ def main():
         f"({torch.get_num_threads()} threads), python {platform.python_version()}",
         f"Git: {_report.git_head()}",
         "",
-        f"Median of {args.repeats} interleaved runs, milliseconds; first call (trace + compile + run) in brackets.",
+        f"Median of {args.repeats} runs, interleaved in a shuffled order, milliseconds; "
+        "first call (trace + compile + run) in brackets.",
         "",
     ]
     for kind in args.kinds.split(","):

@@ -36,10 +36,11 @@ def _lstm_vjp(activation, recurrent_activation):
     ``jax.vjp`` of the gate math slices ``pre`` into the four gates and takes each activation and its
     derivative apart: on XLA:CPU ten operations and a concatenate of four gate gradients per backward
     step. Here one ``tanh(k * pre)`` gives all four activations and their slopes, and the gate
-    gradients are one product: seven operations and a cheaper concatenate. Interleaved A/B,
-    fwd+bwd: -5 to -8% at (16, 64, 32, 64), within noise (+-3%) at (32, 128, 128, 256), where the
-    matmuls dominate. Saving ``tanh(k * pre)`` in the forward instead of ``pre`` would skip the
-    backward's tanh, but XLA then copied the whole saved buffer twice per step (3x slower).
+    gradients are one product: seven operations and a cheaper concatenate. fwd+bwd -2.5% at (16,
+    64, 32, 64) and -3% at (32, 128, 128, 256) (with the backward's dropped zero carry; A/B in
+    shuffled order), where the matmuls dominate. Saving ``tanh(k * pre)`` in the forward instead of
+    ``pre`` would skip the backward's tanh, but XLA then copied the whole saved buffer twice per
+    step (3x slower). The same closed form for the GRU measured no faster.
     """
     ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
     per_gate = [ra, ra, ca, ra]  # i, f, c_hat, o
