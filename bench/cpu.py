@@ -184,7 +184,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", help="batch,time,input,units (default: the issue's three sizes)")
     parser.add_argument("--kinds", default="lstm,gru")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", default="bench/results/cpu.md", help="markdown file, or - for stdout")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes] if args.sizes else SIZES
