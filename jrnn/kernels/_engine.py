@@ -39,7 +39,7 @@ PyTree = Any
 # 128, 256) that cost more than the matmul saved. Blocks of 8 keep it in cache (bench/results/cpu.md).
 # Re-measured in shuffled order for the outputs-only forward: 47 ms against 24, the single product
 # into a fresh 16 MB buffer at 91 GFLOPS (page faults), and the loop's gate math reading gx from
-# memory 7x slower. Blocks of 16 there measured the same as 8 (a fixed order had said -8%).
+# memory several times slower. Blocks of 16 there measured the same as 8 (a fixed order had said -8%).
 # The saving forward too, where that array would replace the zero-filled buffer of saved
 # pre-activations (updated in place): fwd+bwd 22-37% slower at (16, 64, 32, 64) and (32, 128, 128,
 # 256), LSTM and GRU (interleaved A/B); the one large matmul into a fresh 16 MB buffer took 17.7 ms
