@@ -247,6 +247,7 @@ def _batch_major_blocks(chunk, reverse, xs, mask, carry):
 
 
 def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
+    assert spec.pointwise_vjp is None or spec.additive, "Spec.pointwise_vjp is for additive cells"
     pre, prev_states, a_s, s_s = res
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T

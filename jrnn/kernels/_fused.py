@@ -36,7 +36,7 @@ def _lstm_vjp(activation, recurrent_activation):
     ``jax.vjp`` of the gate math slices ``pre`` into the four gates and takes each activation and its
     derivative apart: on XLA:CPU ten operations and a concatenate of four gate gradients per backward
     step. Here one ``tanh(k * pre)`` gives all four activations and their slopes, and the gate
-    gradients are one product: seven operations and a cheaper concatenate. fwd+bwd -2.5% at (16,
+    gradients are one product: eight smaller operations and a cheaper concatenate. fwd+bwd -2.5% at (16,
     64, 32, 64) and -3% at (32, 128, 128, 256) (with the backward's dropped zero carry; A/B in
     shuffled order), where the matmuls dominate. Saving ``tanh(k * pre)`` in the forward instead of
     ``pre`` would skip the backward's tanh, but XLA then copied the whole saved buffer twice per
