@@ -75,9 +75,10 @@ def test_whole_blocks_and_a_remainder_in_either_layout(kind, time_major):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_zero_output_time_major_and_no_bias(kind):
-    cell = {"lstm": jrnn.cells.lstm(4, use_bias=False), "gru": jrnn.cells.gru(4, reset_after=True, use_bias=False)}[
-        kind
-    ]
+    cell = {  # the GRU with tanh/sigmoid: its closed-form gate gradients (_fused._gru_vjp) with masks
+        "lstm": jrnn.cells.lstm(4, use_bias=False),
+        "gru": jrnn.cells.gru(4, reset_after=True, use_bias=False, recurrent_activation="sigmoid"),
+    }[kind]
     params = jax.tree.map(
         lambda a: 0.3 * jax.random.normal(jax.random.key(0), a.shape), cell.init_params(jax.random.key(1), 3)
     )
@@ -119,6 +120,26 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     got = spec.pointwise_vjp(pre, state, d_y, d_new)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
     assert _spec("lstm", act, jrnn.activations.hard_sigmoid).pointwise_vjp is None  # other forms: jax.vjp
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("recurrent_activation", ["tanh", "sigmoid"])
+def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
+    """The reset-after GRU's closed-form gate vjp against jax.vjp of its gate math."""
+    from jrnn.kernels._fused import _spec
+
+    act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
+    spec = _spec("gru", act, ract, True)
+    assert spec.pointwise_vjp is not None  # else this would test nothing
+    keys = jax.random.split(jax.random.key(4), 4)
+    gx, hr = (3.0 * jax.random.normal(k, (4, 3 * 5)) for k in keys[:2])  # into the saturated range too
+    state = jrnn.cells.GRUState(jax.random.normal(keys[2], (4, 5)))
+    d_y, d_h = jax.random.normal(keys[3], (2, 4, 5))
+    _, vjp = jax.vjp(lambda g, h, st: spec.pointwise(g, h, st, None), gx, hr, state)
+    d_gx, d_hr, d_state = vjp((d_y, jrnn.cells.GRUState(d_h)))
+    got = spec.pointwise_vjp((gx, hr), state, d_y, jrnn.cells.GRUState(d_h))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, ((d_gx, d_hr), d_state))
+    assert _spec("gru", act, jrnn.activations.hard_sigmoid, True).pointwise_vjp is None
 
 
 def test_vmap_and_jit_through_the_kernel():

@@ -12,9 +12,9 @@ recurrent product depends on the first (the reset-before GRU: ``(r * h) @ U_h``)
 ``mid(gx_t, hr_t, state) -> a_t``; the loop computes ``s_t = a_t @ u2`` and saves ``a_t``, so that
 ``du2`` too is one large matmul after the backward loop. Otherwise ``s_t`` is ``None``. Gate
 derivatives come from ``jax.vjp`` of these functions, so every activation works; a kernel may
-supply a closed form instead (``Spec.pointwise_vjp``, the LSTM with tanh/sigmoid). Masks follow
-DESIGN.md (a masked step carries the state and repeats the last output, or outputs zeros with
-``zero_output``). Everything is time-major inside (``xs`` is ``(T, B, n_in)``), except the
+supply a closed form instead (``Spec.pointwise_vjp``: the LSTM and the reset-after GRU with
+tanh/sigmoid). Masks follow DESIGN.md (a masked step carries the state and repeats the last
+output, or outputs zeros with ``zero_output``). Everything is time-major inside (``xs`` is ``(T, B, n_in)``), except the
 outputs-only forward, which reads and writes batch-major blocks in place (``batch_major``).
 
 A dropout mask has a leading gate axis (``jrnn._dropout``): with one entry it multiplies the
@@ -57,8 +57,9 @@ class Spec(NamedTuple):
     rec_input: Callable  # state -> (B, units)
     mid: Callable | None = None  # (gx_t, hr_t, state) -> a_t, the second recurrent matmul's input
     additive: bool = False  # pointwise depends on gx_t + hr_t only: save the sum, one gradient for both
-    # Optional, additive cells only: (gx_t + hr_t, state, d_y, d_new_state) -> (d_pre, d_state),
-    # pointwise's vjp in a closed form that XLA fuses into fewer operations than jax.vjp's.
+    # Optional, cells without mid: pointwise's vjp in a closed form that XLA fuses into fewer
+    # operations than jax.vjp's, (pre_t, state, d_y, d_new_state) -> (d_pre, d_state), where pre_t
+    # is what the forward saves: gx_t + hr_t (additive), else (gx_t, hr_t).
     pointwise_vjp: Callable | None = None
 
 
@@ -247,7 +248,7 @@ def _batch_major_blocks(chunk, reverse, xs, mask, carry):
 
 
 def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
-    assert spec.pointwise_vjp is None or spec.additive, "Spec.pointwise_vjp is for additive cells"
+    assert spec.pointwise_vjp is None or spec.mid is None, "Spec.pointwise_vjp is for cells without mid"
     pre, prev_states, a_s, s_s = res
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
@@ -266,10 +267,10 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_carry_y = None if zero_output else jnp.where(mm, 0.0, g)
             d_raw_state = _where(m_t, d_state, jax.tree.map(jnp.zeros_like, d_state))
             d_skip = _where(m_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
-        if spec.pointwise_vjp is not None:  # pre_t is gx_t + hr_t, and both get its gradient
-            d_gx, d_state_pw = spec.pointwise_vjp(pre_t, state_prev, d_raw_y, d_raw_state)
-            d_hr, d_s = d_gx, None
-        elif spec.additive:
+        if spec.pointwise_vjp is not None:
+            d_pre, d_state_pw = spec.pointwise_vjp(pre_t, state_prev, d_raw_y, d_raw_state)
+            (d_gx, d_hr), d_s = (d_pre, d_pre) if spec.additive else d_pre, None
+        elif spec.additive:  # pre_t is gx_t + hr_t, and both get its gradient
             _, vjp = jax.vjp(lambda z, st, s: spec.pointwise(z, 0.0, st, s), pre_t, state_prev, s_t)
             d_gx, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
             d_hr = d_gx
