@@ -1,4 +1,6 @@
-"""The GPU benchmark script runs end to end before a GPU session spends its time on it.
+"""The benchmark scripts nothing else runs work end to end: bench/gpu.py and bench/ab_fused.py.
+
+bench/gpu.py must work before a GPU session spends its time on it.
 
 No session has had a GPU since bench/gpu.py was written, so nothing else runs it. Its ``--smoke``
 sizes with ``--interpret`` go through every row's code on the CPU, the Pallas kernel's in the
@@ -15,6 +17,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,3 +57,28 @@ def test_gpu_benchmark_smoke_runs_every_row_it_can_on_the_cpu():
         # Against the float64 reference: float32 everywhere, except the Pallas kernel's bf16 products.
         assert float(error) < (5e-3 if "Pallas" in name else 1e-5), (title, name, error)
     assert re.search(r"^Device: .*\(cpu\)", done.stdout, re.M)
+
+
+def test_fused_ab_compares_a_revision_with_the_working_tree():
+    """bench/ab_fused.py against HEAD, one round at a tiny size: every row, with numbers."""
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: bench/ab_fused.py reads the revision's kernels from git")
+    cmd = [
+        sys.executable,
+        "bench/ab_fused.py",
+        "--ref",
+        "HEAD",
+        "--sizes",
+        "2,3,2,4",
+        "--kinds",
+        "lstm",
+        "--rounds",
+        "1",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.strip("|").split("|") for line in done.stdout.splitlines() if line.startswith("| lstm")]
+    assert [row[2].strip() for row in rows] == ["fwd", "fwd+bwd"], done.stdout
+    for row in rows:
+        assert all(float(cell) > 0 for cell in row[3:7]), row
