@@ -63,18 +63,7 @@ def test_fused_ab_compares_a_revision_with_the_working_tree():
     """bench/ab_fused.py against HEAD, one round at a tiny size: every row, with numbers."""
     if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: bench/ab_fused.py reads the revision's kernels from git")
-    cmd = [
-        sys.executable,
-        "bench/ab_fused.py",
-        "--ref",
-        "HEAD",
-        "--sizes",
-        "2,3,2,4",
-        "--kinds",
-        "lstm",
-        "--rounds",
-        "1",
-    ]
+    cmd = [sys.executable, "bench/ab_fused.py", *"--ref HEAD --sizes 2,3,2,4 --kinds lstm --rounds 1".split()]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
