@@ -26,62 +26,71 @@ def _h(state):
 
 
 # Activations of the form ``a * tanh(k * x) + b``: ``(a, k, b)``. Their slope is ``a * k * (1 -
-# tanh(k * x) ** 2)``, so one tanh over all four gates gives both the values and the slopes.
+# tanh(k * x) ** 2)``, so one tanh gives both the values and the slopes.
 _TANH_FORMS = {activations.tanh: (1.0, 1.0, 0.0), activations.sigmoid: (0.5, 0.5, 0.5)}
 
 
+def _value_and_slope(form, x):
+    """An activation of ``_TANH_FORMS`` at ``x`` and its slope there; ``a, k, b`` scalars or per column."""
+    a, k, b = form
+    th = jnp.tanh(x * k)
+    return th * a + b, (a * k) * (1.0 - th * th)
+
+
 def _lstm_vjp(activation, recurrent_activation):
-    """The LSTM gate math's vjp for tanh/sigmoid activations, in full-width operations.
+    """The LSTM gate math's vjp for tanh/sigmoid activations, in full-width operations; else ``None``.
 
     ``jax.vjp`` of the gate math slices ``pre`` into the four gates and takes each activation and its
     derivative apart: on XLA:CPU ten operations and a concatenate of four gate gradients per backward
     step. Here one ``tanh(k * pre)`` gives all four activations and their slopes, and the gate
-    gradients are one product: eight smaller operations and a cheaper concatenate. fwd+bwd -2.5% at (16,
-    64, 32, 64) and -3% at (32, 128, 128, 256) (with the backward's dropped zero carry; A/B in
+    gradients are one product: eight smaller operations and a cheaper concatenate. fwd+bwd -2.5% at
+    (16, 64, 32, 64) and -3% at (32, 128, 128, 256) (with the backward's dropped zero carry; A/B in
     shuffled order), where the matmuls dominate. Saving ``tanh(k * pre)`` in the forward instead of
     ``pre`` would skip the backward's tanh, but XLA then copied the whole saved buffer twice per
     step (3x slower).
     """
+    if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
+        return None
     ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
     per_gate = [ra, ra, ca, ra]  # i, f, c_hat, o
 
     def vjp(pre, state, d_y, d_new):
         units = state.c.shape[-1]
         lead = (1,) * (pre.ndim - 1)  # explicit broadcasting (rank promotion is an error in tests)
-        a, k, b = (
-            jnp.repeat(jnp.array([g[j] for g in per_gate], jnp.float32), units).reshape((*lead, -1)) for j in range(3)
-        )
-        th = jnp.tanh(pre * k)
-        i, f, c_hat, o = jnp.split(th * a + b, 4, axis=-1)
-        c = f * state.c + i * c_hat
-        th_c = jnp.tanh(c * ca[1])
+        columns = [
+            jnp.repeat(jnp.array(c, jnp.float32), units).reshape((*lead, -1)) for c in zip(*per_gate, strict=True)
+        ]
+        gates, slopes = _value_and_slope(columns, pre)
+        i, f, c_hat, o = jnp.split(gates, 4, axis=-1)
+        act_c, slope_c = _value_and_slope(ca, f * state.c + i * c_hat)
         d_h = d_y + d_new.h
-        d_c = d_new.c + d_h * o * (ca[0] * ca[1]) * (1.0 - th_c * th_c)
-        d_gates = jnp.concatenate([d_c * c_hat, d_c * state.c, d_c * i, d_h * (th_c * ca[0] + ca[2])], axis=-1)
-        return d_gates * (a * k) * (1.0 - th * th), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
+        d_c = d_new.c + d_h * o * slope_c
+        d_gates = jnp.concatenate([d_c * c_hat, d_c * state.c, d_c * i, d_h * act_c], axis=-1)
+        return d_gates * slopes, LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
 
     return vjp
 
 
 def _gru_vjp(activation, recurrent_activation):
-    """The reset-after GRU gate math's vjp for tanh/sigmoid activations (see ``_lstm_vjp``).
+    """The reset-after GRU gate math's vjp for tanh/sigmoid activations (see ``_lstm_vjp``); else ``None``.
 
     Both halves of the saved pre-activations in, both gradients out. fwd+bwd -1.6% at (16, 64, 32,
     64), -2.8% at (32, 128, 128, 256), unchanged at (64, 256, 256, 512) (A/B in shuffled order).
     """
+    if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
+        return None
     ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
 
     def vjp(pre, state, d_y, d_new):
         gx, hr = pre
         units = state.h.shape[-1]
-        th_zr = jnp.tanh((gx[..., : 2 * units] + hr[..., : 2 * units]) * ra[1])
-        z, r = jnp.split(th_zr * ra[0] + ra[2], 2, axis=-1)
+        zr, slope_zr = _value_and_slope(ra, gx[..., : 2 * units] + hr[..., : 2 * units])
+        z, r = jnp.split(zr, 2, axis=-1)
         h_n = hr[..., 2 * units :]
-        th_n = jnp.tanh((gx[..., 2 * units :] + r * h_n) * ca[1])
-        n = th_n * ca[0] + ca[2]
+        n, slope_n = _value_and_slope(ca, gx[..., 2 * units :] + r * h_n)
         d_h = d_y + d_new.h
-        d_n = d_h * (1.0 - z) * (ca[0] * ca[1]) * (1.0 - th_n * th_n)
-        d_zr = jnp.concatenate([d_h * (state.h - n), d_n * h_n], axis=-1) * (ra[0] * ra[1]) * (1.0 - th_zr * th_zr)
+        d_n = d_h * (1.0 - z) * slope_n
+        d_zr = jnp.concatenate([d_h * (state.h - n), d_n * h_n], axis=-1) * slope_zr
         d_gx = jnp.concatenate([d_zr, d_n], axis=-1)
         d_hr = jnp.concatenate([d_zr, d_n * r], axis=-1)
         return (d_gx, d_hr), GRUState(d_h * z)
@@ -100,10 +109,7 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
             h = recurrent_activation(o) * activation(c)
             return h, LSTMState(h=h, c=c)
 
-        closed = activation in _TANH_FORMS and recurrent_activation in _TANH_FORMS
-        return Spec(
-            pointwise, _h, additive=True, pointwise_vjp=_lstm_vjp(activation, recurrent_activation) if closed else None
-        )
+        return Spec(pointwise, _h, additive=True, pointwise_vjp=_lstm_vjp(activation, recurrent_activation))
     if kind == "gru" and not reset_after:  # hr is h @ U[:, :2u]; s is (r * h) @ U_h
 
         def mid(gx, hr, state):
@@ -126,8 +132,7 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
             h = z * state.h + (1 - z) * activation(x_h + r * h_h)
             return h, GRUState(h)
 
-        closed = activation in _TANH_FORMS and recurrent_activation in _TANH_FORMS
-        return Spec(pointwise, _h, pointwise_vjp=_gru_vjp(activation, recurrent_activation) if closed else None)
+        return Spec(pointwise, _h, pointwise_vjp=_gru_vjp(activation, recurrent_activation))
 
     def pointwise(gx, hr, state, _):
         h = activation(gx + hr)
