@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
+import time
 
 
 def cell(kind: str, units: int):
@@ -13,6 +15,23 @@ def cell(kind: str, units: int):
     if kind == "lstm":
         return jrnn.cells.lstm(units, recurrent_activation="sigmoid")
     return jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
+
+
+def timed_rounds(calls: dict, rounds: int) -> dict:
+    """``{key: [seconds, ...]}``: each call of ``calls`` (no arguments; blocks until done) once a round.
+
+    The order is shuffled every round (seeded, so reruns repeat it): run in a fixed order, a call's
+    time depended on its place in the round by up to 8-9% (bench/cpu.py's docstring).
+    """
+    times = {key: [] for key in calls}
+    order, rng = list(calls), random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for key in order:
+            start = time.perf_counter()
+            calls[key]()
+            times[key].append(time.perf_counter() - start)
+    return times
 
 
 def git_head() -> str:

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
-import time
 import types
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -49,7 +47,7 @@ def revision_kernels(ref: str) -> types.ModuleType:
     return modules["_ab_fused"]
 
 
-def compare(kind, size, sides, rounds, rng):
+def compare(kind, size, sides, rounds):
     """``{(side, mode): median ms}`` for ``sides`` ``{name: fused module}``, interleaved in shuffled rounds."""
     batch, steps, n_in, units = size
     cell = _report.cell(kind, units)
@@ -64,16 +62,10 @@ def compare(kind, size, sides, rounds, rng):
 
         fns[name, "fwd"] = jax.jit(forward)
         fns[name, "fwd+bwd"] = jax.jit(jax.grad(lambda p, x, f=forward: jnp.sum(f(p, x) ** 2), (0, 1)))
-    for fn in fns.values():
-        jax.block_until_ready(fn(params, xs))
-    times = {key: [] for key in fns}
-    order = list(fns)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for key in order:
-            start = time.perf_counter()
-            jax.block_until_ready(fns[key](params, xs))
-            times[key].append(time.perf_counter() - start)
+    calls = {key: (lambda fn=fn: jax.block_until_ready(fn(params, xs))) for key, fn in fns.items()}
+    for call in calls.values():  # compile
+        call()
+    times = _report.timed_rounds(calls, rounds)
     return {key: statistics.median(v) * 1e3 for key, v in times.items()}
 
 
@@ -86,14 +78,13 @@ def main():
     args = parser.parse_args()
     old = revision_kernels(args.ref)
     sides = {"A": old, "A2": old, "B": _fused, "B2": _fused}
-    rng = random.Random(0)
     print(f"A: {args.ref} ({_report.git_head()} is HEAD), B: the working tree; median ms of {args.rounds} rounds")
     print("| kind | size | mode | A | A2 | B | B2 | B vs A | A2 vs A |")
     print("|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds:
         for text in args.sizes:
             size = tuple(int(v) for v in text.split(","))
-            ms = compare(kind, size, sides, args.rounds, rng)
+            ms = compare(kind, size, sides, args.rounds)
             for mode in ("fwd", "fwd+bwd"):
                 a, a2, b, b2 = (ms[side, mode] for side in sides)
                 change = (b + b2) / (a + a2) - 1

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -167,16 +166,9 @@ def bench(kind, size, repeats):
             _block(fn(inputs[name]))
             first[(name, mode)] = time.perf_counter() - start
             fns[(name, mode)] = fn
-    times = {key: [] for key in fns}
-    order = list(fns)
-    shuffle = random.Random(0).shuffle  # seeded: a rerun runs the same orders
-    for _ in range(repeats):  # interleaved: every implementation sees the same machine state
-        shuffle(order)  # and none always runs after the same one
-        for name, mode in order:
-            fn = fns[(name, mode)]
-            start = time.perf_counter()
-            _block(fn(inputs[name]))
-            times[(name, mode)].append(time.perf_counter() - start)
+    # Interleaved, so that every implementation sees the same machine state, in shuffled rounds.
+    calls = {key: (lambda fn=fn, x=inputs[key[0]]: _block(fn(x))) for key, fn in fns.items()}
+    times = _report.timed_rounds(calls, repeats)
     return {key: (statistics.median(v), first[key]) for key, v in times.items()}
 
 
