@@ -43,9 +43,10 @@ def _lstm_vjp(activation, recurrent_activation):
     ``jax.vjp`` of the gate math slices ``pre`` into the four gates and takes each activation and its
     derivative apart: on XLA:CPU ten operations and a concatenate of four gate gradients per backward
     step. Here one ``tanh(k * pre)`` gives all four activations and their slopes, and the gate
-    gradients are one product: eight smaller operations and a cheaper concatenate. fwd+bwd -2.5% at
-    (16, 64, 32, 64) and -3% at (32, 128, 128, 256) (with the backward's dropped zero carry; A/B in
-    shuffled order), where the matmuls dominate. Saving ``tanh(k * pre)`` in the forward instead of
+    gradients are one product: eight smaller operations and a cheaper concatenate. The gain in
+    fwd+bwd is small, the matmuls dominate: -2.5% at (16, 64, 32, 64) and -3% at (32, 128, 128, 256)
+    over many shuffled rounds (with the backward's dropped zero carry), within the noise in the
+    recorded run (bench/results/ab_fused.md). Saving ``tanh(k * pre)`` in the forward instead of
     ``pre`` would skip the backward's tanh, but XLA then copied the whole saved buffer twice per
     step (3x slower).
     """
@@ -75,7 +76,8 @@ def _gru_vjp(activation, recurrent_activation):
     """The reset-after GRU gate math's vjp for tanh/sigmoid activations (see ``_lstm_vjp``); else ``None``.
 
     Both halves of the saved pre-activations in, both gradients out. fwd+bwd -1.6% at (16, 64, 32,
-    64), -2.8% at (32, 128, 128, 256), unchanged at (64, 256, 256, 512) (A/B in shuffled order).
+    64) and -2.8% at (32, 128, 128, 256) over many shuffled rounds, unchanged at (64, 256, 256,
+    512); within the noise in the recorded run (bench/results/ab_fused.md).
     """
     if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
         return None
