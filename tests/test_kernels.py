@@ -11,6 +11,7 @@ import pytest
 from helpers import make_mask
 
 import jrnn
+from jrnn.kernels import _engine
 
 CELLS = {
     "lstm": lambda u: jrnn.cells.lstm(u, recurrent_activation="sigmoid"),
@@ -99,6 +100,40 @@ def test_dropout_masks_enter_the_kernel(implementation, kind):
     _, params, state, xs = _setup(kind, (3, 6, 4, 5))
     masks = cell.dropout_masks(jax.random.key(9), params, (3,))
     _compare(cell, params, state, xs, dropout=masks, mask=jnp.asarray(make_mask("right", 3, 6)))
+
+
+@pytest.fixture
+def two_lanes(monkeypatch):
+    """The loops run as two lanes of batch rows (``_engine._lanes``) at any size, as on 2+ CPU cores."""
+    monkeypatch.setattr(_engine, "_LANE_MIN_MACS", 0)
+    monkeypatch.setattr(_engine, "_cores", lambda: 2)
+    wt = _engine.Weights(None, jnp.zeros((4, 16)), None, None, None)
+    assert _engine._lanes(5, wt) == [(0, 3), (3, 5)]
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_two_lanes_match_the_scan(kind, two_lanes):
+    """Lanes of 3 and 2 rows, each with its own mask holes, over an 8-step block and a remainder."""
+    cell, params, state, xs = _setup(kind, (5, 11, 3, 4))
+    mask = jnp.asarray(make_mask("holes", 5, 11))
+    _compare(cell, params, state, xs, mask=mask, reverse=kind.startswith("gru"))
+
+
+def test_two_lanes_split_dropout_masks_and_time_major_zero_output(two_lanes):
+    cell = jrnn.cells.lstm(5, dropout=0.3, recurrent_dropout=0.4, implementation=2, recurrent_activation="sigmoid")
+    _, params, state, xs = _setup("lstm", (3, 6, 4, 5))
+    masks = cell.dropout_masks(jax.random.key(9), params, (3,))  # one per gate: split by lane too
+    mask = jnp.asarray(make_mask("right", 3, 6)).T
+    _compare(
+        cell,
+        params,
+        state,
+        jnp.swapaxes(xs, 0, 1),
+        dropout=masks,
+        mask=mask,
+        time_major=True,
+        zero_output_for_mask=True,
+    )
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
