@@ -213,11 +213,11 @@ def _rows(tree, lo, hi, axis=0):
     return jax.tree.map(cut, tree)
 
 
-def _join(pieces):
-    """The lanes' pytrees joined back along the batch axis (a single lane is returned as is)."""
+def _join(pieces, axis=0):
+    """The lanes' pytrees joined back along the batch ``axis`` (a single lane is returned as is)."""
     if len(pieces) == 1:
         return pieces[0]
-    return jax.tree.map(lambda *a: jnp.concatenate(a), *pieces)
+    return jax.tree.map(lambda *a: jnp.concatenate(a, axis=axis), *pieces)
 
 
 def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, batch_major=False):
@@ -312,8 +312,8 @@ def _batch_major_blocks(chunk, reverse, xs, mask, carry):
 def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     """``(d_wt, dxs, d_state0)``; ``res`` holds the forward's residuals, one tuple per lane."""
     assert spec.pointwise_vjp is None or spec.mid is None, "Spec.pointwise_vjp is for cells without mid"
-    lanes = _lanes(dys.shape[1], wt)
-    assert len(lanes) == len(res), "the backward runs the forward's lanes"
+    rows = [jax.tree.leaves(prev_states)[0].shape[1] for _, prev_states, _, _ in res]  # the forward's lanes
+    lanes = [(sum(rows[:i]), sum(rows[: i + 1])) for i in range(len(rows))]
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
@@ -389,7 +389,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
         prev_h = jax.vmap(spec.rec_input)(prev_states)
         grads.append(_weight_grads_f32(wt, _rows(xs, lo, hi, axis=1), d, prev_h, a_s, d_gx, d_hr, d_s_l))
     d_wt = jax.tree.map(lambda *a: sum(a[1:], a[0]), *(g for g, _ in grads))
-    dxs = jnp.concatenate([dx for _, dx in grads], axis=1) if len(grads) > 1 else grads[0][1]
+    dxs = _join([dx for _, dx in grads], axis=1)
     return (*_cast_grads(wt, xs, d_wt, dxs), _join([c[0] for c in carry]))
 
 
