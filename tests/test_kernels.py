@@ -185,6 +185,25 @@ def test_vmap_and_jit_through_the_kernel():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[:, 0], b, rtol=1e-6, atol=1e-6), batched, ref)
 
 
+@pytest.mark.parametrize("kernel", ["xla", "pallas"])
+def test_a_repeated_eager_call_compiles_nothing(kernel):
+    """A notebook cell run again: the kernels' loops are cached per shape, not rebuilt per call."""
+    cell, params, state, xs = _setup("lstm", (2, 3, 2, 4))
+    call = partial(jrnn.kernels.run_fused, cell, params, state, xs, kernel=kernel, interpret=kernel == "pallas")
+    call()
+    compiled = []
+
+    def listener(event, duration, **_):
+        compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        call()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert "/jax/core/compile/backend_compile_duration" not in compiled
+
+
 def test_bf16_inputs_accumulate_in_float32():
     cell, params, state, xs = _setup("lstm", (4, 20, 8, 16))
     ys16, final16 = jrnn.kernels.run_fused(cell, params, state, xs.astype(jnp.bfloat16))

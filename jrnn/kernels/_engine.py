@@ -430,7 +430,7 @@ def _swap(a, batch_major):  # (B, T, ...) <-> (T, B, ...)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def fused(
+def _fused(
     spec: Spec, reverse: bool, zero_output: bool, batch_major: bool, wt: Weights, xs, state0, mask, drop: Dropout
 ):
     """``(ys, final_state)`` of the recurrence, float32 state and outputs.
@@ -456,4 +456,10 @@ def _fused_bwd(spec, reverse, zero_output, batch_major, saved, cotangents):
     return primal_cotangents(state0, mask, drop, d_wt, _swap(dxs, batch_major), d_state0)
 
 
-fused.defvjp(_fused_fwd, _fused_bwd)
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+# The loops' step functions are closures made anew in every call, so without a jit of its own each
+# eager call (a notebook cell) traced and compiled the loops again: ~0.5 s a call for a small LSTM
+# layer. Jitted, eager calls compile once per static arguments and shapes; in a caller's jit, this
+# one is inlined.
+fused = jax.jit(_fused, static_argnums=(0, 1, 2, 3))

@@ -845,7 +845,7 @@ def _head(st: _Static, hs, cs, mask):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def pallas_fused(st: _Static, wt: Weights, xs, state0, mask, drop: Dropout):
+def _pallas_fused(st: _Static, wt: Weights, xs, state0, mask, drop: Dropout):
     """``(ys, final_state)`` of the recurrence, time-major, float32: ``_engine.fused``'s contract."""
     ys, final, _ = _run(st, wt, xs, state0, mask, drop)
     return ys, final
@@ -886,4 +886,6 @@ def _pallas_bwd(st, saved, cotangents):
     return _engine.primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0)
 
 
-pallas_fused.defvjp(_pallas_fwd, _pallas_bwd)
+_pallas_fused.defvjp(_pallas_fwd, _pallas_bwd)
+# Its own jit, as ``_engine.fused``: eager calls compile once per static arguments and shapes.
+pallas_fused = jax.jit(_pallas_fused, static_argnums=(0,))
