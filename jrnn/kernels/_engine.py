@@ -50,6 +50,13 @@ PyTree = Any
 _CHUNK = 8
 # Steps per iteration of the backward loop. At (32, 128, 128, 256) on the 2-core machine the
 # backward took 58 ms at 1, 70 ms at 2, 72 ms at 4 and 106 ms at 8 (with the pre-transposed u).
+# Why: unrolled, XLA:CPU copies the cheap product that carries the state gradient back (d_c * f,
+# d_h * z) into every later step's fusion, so each step's gate math redoes the steps before it in
+# the block. With two lanes the one-step body runs both lanes' gate math on one thread: XLA:CPU's
+# executor runs ready operations on the thread that made them ready and hands work to the other
+# thread only when more than 8 are ready. A blocked backward like the forward (8 unrolled steps,
+# that product written as a division, which XLA does not copy) ran the lanes side by side, but only
+# the GRU at (32, 128, 128, 256) gained (bench/results/ab_fused.md, "Tried, not kept").
 _UNROLL = 1
 # Per-step multiply-adds of the recurrent products (batch x u.size) from which the loops run as two
 # lanes (``_lanes``). Two lanes against one, shuffled rounds on the 2-core machine: 5-30% faster at
