@@ -25,9 +25,10 @@ matmul's input, with ``G`` entries the weight is split into ``G`` gate blocks, o
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
-from functools import partial
+from functools import partial, reduce
 from typing import Any, NamedTuple
 
 import jax
@@ -320,7 +321,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     """``(d_wt, dxs, d_state0)``; ``res`` holds the forward's residuals, one tuple per lane."""
     assert spec.pointwise_vjp is None or spec.mid is None, "Spec.pointwise_vjp is for cells without mid"
     rows = [jax.tree.leaves(prev_states)[0].shape[1] for _, prev_states, _, _ in res]  # the forward's lanes
-    lanes = [(sum(rows[:i]), sum(rows[: i + 1])) for i in range(len(rows))]
+    lanes = list(itertools.pairwise([0, *itertools.accumulate(rows)]))
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
@@ -395,7 +396,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
         d_hr = d_gx if spec.additive else bufs[1]
         prev_h = jax.vmap(spec.rec_input)(prev_states)
         grads.append(_weight_grads_f32(wt, _rows(xs, lo, hi, axis=1), d, prev_h, a_s, d_gx, d_hr, d_s_l))
-    d_wt = jax.tree.map(lambda *a: sum(a[1:], a[0]), *(g for g, _ in grads))
+    d_wt = jax.tree.map(lambda *a: reduce(jnp.add, a), *(g for g, _ in grads))
     dxs = _join([dx for _, dx in grads], axis=1)
     return (*_cast_grads(wt, xs, d_wt, dxs), _join([c[0] for c in carry]))
 
