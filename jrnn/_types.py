@@ -42,6 +42,25 @@ class Cell(NamedTuple):
     config: dict | None = None
 
 
+class ByIdentity:
+    """``value`` as a hashable key equal only to a key of the same object.
+
+    A cell as a static ``jax.jit`` argument: its ``config`` dict cannot be hashed, and two cells
+    compute the same steps for certain only when they are one object.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ByIdentity) and other.value is self.value
+
+
 def accepts_keyword(fn: Callable, name: str) -> bool:
     """Whether ``fn`` takes keyword ``name`` (explicitly or through ``**kwargs``), as Keras' has_arg."""
     try:

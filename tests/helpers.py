@@ -84,6 +84,22 @@ def make_mask(pattern: str | None, batch: int, steps: int) -> np.ndarray | None:
 
 
 @contextlib.contextmanager
+def count_compiles():
+    """Yields a list that collects one entry per XLA backend compilation inside the block."""
+    compiled = []
+
+    def listener(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@contextlib.contextmanager
 def relaxed_numerics():
     """Keras relies on implicit rank promotion; jrnn's own tests run strict."""
     with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):

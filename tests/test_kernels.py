@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_mask
+from helpers import count_compiles, make_mask
 
 import jrnn
 from jrnn.kernels import _engine
@@ -191,17 +191,9 @@ def test_a_repeated_eager_call_compiles_nothing(kernel):
     cell, params, state, xs = _setup("lstm", (2, 3, 2, 4))
     call = partial(jrnn.kernels.run_fused, cell, params, state, xs, kernel=kernel, interpret=kernel == "pallas")
     call()
-    compiled = []
-
-    def listener(event, duration, **_):
-        compiled.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiled:
         call()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    assert "/jax/core/compile/backend_compile_duration" not in compiled
+    assert not compiled
 
 
 def test_bf16_inputs_accumulate_in_float32():

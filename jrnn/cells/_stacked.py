@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jrnn._errors import message
-from jrnn._types import Cell, accepts_keyword
+from jrnn._types import ByIdentity, Cell, accepts_keyword
 
 
 def output_dim(cell: Cell, params, input_dim: int, dtype=jnp.float32) -> int:
@@ -35,6 +36,14 @@ def stacked(cells: Sequence[Cell]) -> Cell:
     cells = tuple(cells) if isinstance(cells, (list, tuple)) else None
     if not cells or not all(isinstance(c, Cell) for c in cells):
         raise ValueError(message("cells", "a non-empty list of jrnn Cells", repr(cells)))
+    return _stacked(tuple(ByIdentity(c) for c in cells))
+
+
+# The same cells give the same stacked cell, one object: the Flax wrappers stack their cells in
+# every call, and ``jrnn.layers.rnn`` keeps its compiled loops per cell object.
+@functools.lru_cache(maxsize=256)
+def _stacked(keys: tuple[ByIdentity, ...]) -> Cell:
+    cells = tuple(k.value for k in keys)
     takes_constants = tuple(accepts_keyword(c.step, "constants") for c in cells)
 
     def init_params(key, input_dim, dtype=jnp.float32):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import jax
@@ -66,6 +67,22 @@ def config_of(module: nn.Module, config_type: type) -> dict:
     }
 
 
+def _built(factory, size, kwargs: tuple) -> Cell:
+    """``factory(size, **dict(kwargs))``, one object for equal arguments: a Linen module builds its
+    cell in every ``apply``, and ``jrnn.layers.rnn`` keeps its compiled loops per cell object.
+    Arguments that cannot be hashed (a list for a kernel size) build a new cell each time."""
+    try:
+        hash(kwargs)
+    except TypeError:
+        return factory(size, **dict(kwargs))
+    return _built_cached(factory, size, kwargs)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _built_cached(factory, size, kwargs: tuple) -> Cell:
+    return factory(size, **dict(kwargs))
+
+
 class _KerasCell(_WeightFields):
     """Behaviour shared by the cells: the factory's arguments are ``_args`` fields."""
 
@@ -76,8 +93,8 @@ class _KerasCell(_WeightFields):
     _size: ClassVar[str] = "units"  # the field the factory takes first
 
     def pure_cell(self) -> Cell:
-        kwargs = {name: getattr(self, name) for name in self._args}
-        return type(self)._factory(getattr(self, self._size), **kwargs)
+        kwargs = tuple((name, getattr(self, name)) for name in self._args)
+        return _built(type(self)._factory, getattr(self, self._size), kwargs)
 
     def input_dim(self, x: jax.Array) -> int:
         """The input size the weights are created for, from one step's input."""

@@ -1,0 +1,116 @@
+"""Eager calls (a notebook cell run again) reuse the compiled layer, and never another cell's."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import count_compiles, make_mask
+
+import jrnn
+
+X = jax.random.normal(jax.random.key(0), (3, 6, 4))
+VIDEO = jax.random.normal(jax.random.key(1), (2, 3, 5, 5, 2))
+
+
+def _nnx_call(layer, x, **kwargs):
+    return lambda: layer(x, **kwargs)
+
+
+def _linen_call(module, x, **kwargs):
+    variables = module.init(jax.random.key(0), x)
+    return lambda: module.apply(variables, x, **kwargs)
+
+
+# Scan-path layers (compiled anew on every eager call before rnn had its jit), and the fused path.
+CALLS = {
+    "nnx_lstm_scan": lambda: _nnx_call(jrnn.nnx.LSTM(5, input_dim=4, use_fused=False, rngs=nnx.Rngs(0)), X),
+    "nnx_gru_dropout_training": lambda: _nnx_call(  # a new dropout key, so new masks, every call
+        jrnn.nnx.GRU(5, input_dim=4, dropout=0.2, recurrent_dropout=0.3, use_fused=False, rngs=nnx.Rngs(0, dropout=1)),
+        X,
+        training=True,
+    ),
+    "nnx_stacked": lambda: _nnx_call(
+        jrnn.nnx.RNN(
+            jrnn.nnx.StackedRNNCells(
+                [
+                    jrnn.nnx.LSTMCell(5, input_dim=4, rngs=nnx.Rngs(0)),
+                    jrnn.nnx.GRUCell(3, input_dim=5, rngs=nnx.Rngs(1)),
+                ]
+            )
+        ),
+        X,
+    ),
+    "nnx_conv_lstm": lambda: _nnx_call(
+        jrnn.nnx.ConvLSTM2D(3, (3, 3), padding="same", input_shape=VIDEO.shape[1:], rngs=nnx.Rngs(0)), VIDEO
+    ),
+    "nnx_lstm_fused": lambda: _nnx_call(jrnn.nnx.LSTM(5, input_dim=4, rngs=nnx.Rngs(0)), X),
+    "linen_lstm_scan": lambda: _linen_call(jrnn.linen.LSTM(5, use_fused=False), X),
+    "linen_stacked": lambda: _linen_call(jrnn.linen.RNN([jrnn.linen.LSTMCell(5), jrnn.linen.GRUCell(3)]), X),
+    "linen_conv_lstm": lambda: _linen_call(jrnn.linen.ConvLSTM2D(3, (3, 3), padding="same"), VIDEO),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALLS))
+def test_a_repeated_eager_layer_call_compiles_nothing(case):
+    call = CALLS[case]()
+    first = call()
+    with count_compiles() as compiled:
+        second = call()
+    assert not compiled
+    if case != "nnx_gru_dropout_training":  # the same inputs and weights: the same outputs
+        np.testing.assert_array_equal(second, first)
+
+
+def test_cells_of_the_same_shapes_keep_their_own_compiled_layers():
+    """Two cells with the same param and state shapes but different math, called eagerly in turn."""
+    cells = [jrnn.cells.lstm(5, activation=a, recurrent_activation="sigmoid") for a in ("tanh", "relu")]
+    params = cells[0].init_params(jax.random.key(3), 4)
+    mask = jnp.asarray(make_mask("holes", 3, 6))
+    outputs = []
+    for _ in range(2):  # the second round runs from the cache
+        for cell in cells:
+            for use_fused in (False, True):
+                got = jrnn.layers.rnn(cell, params, X, mask=mask, return_sequences=True, use_fused=use_fused).output
+                want, _ = jrnn.run(cell.step, params, cell.init_state((3,)), X, mask=mask)
+                np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+                outputs.append(got)
+    assert not np.allclose(outputs[0], outputs[2])  # the two activations do differ here
+
+
+def test_linen_and_stacked_cells_are_built_once_per_configuration():
+    """Linen builds its pure cell in every apply; equal arguments give the one cell object."""
+    first, again = jrnn.linen.LSTMCell(5).pure_cell(), jrnn.linen.LSTMCell(5).pure_cell()
+    assert first is again
+    assert jrnn.linen.LSTMCell(5, activation="relu").pure_cell() is not first
+    assert jrnn.linen.LSTMCell(5, dropout=0.5).pure_cell() is not first
+    a, b = jrnn.cells.lstm(5), jrnn.cells.gru(3)
+    assert jrnn.cells.stacked([a, b]) is jrnn.cells.stacked((a, b))
+    assert jrnn.cells.stacked([a, jrnn.cells.gru(3)]) is not jrnn.cells.stacked([a, b])
+    # An argument that cannot be hashed builds a new cell every time, as before.
+    module = jrnn.linen.ConvLSTM2D(3, [3, 3], padding="same")
+    variables = module.init(jax.random.key(0), VIDEO)
+    np.testing.assert_allclose(
+        module.apply(variables, VIDEO),
+        jrnn.linen.ConvLSTM2D(3, (3, 3), padding="same").apply(variables, VIDEO),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_under_a_transformation_the_layer_is_traced_inline():
+    """No jit boundary of its own in a caller's trace: it changed what autodiff saves (remat kept
+    more, tests/test_ecosystem.py), and a caller's jit compiles the whole step anyway."""
+    cell = jrnn.cells.lstm(5)
+    params = cell.init_params(jax.random.key(0), 4)
+    for use_fused in (False, True):
+        jaxpr = jax.make_jaxpr(lambda p, x, f=use_fused: jrnn.layers.rnn(cell, p, x, use_fused=f).output)(params, X)
+        assert "name=_layer" not in str(jaxpr)
+    from jrnn._types import ByIdentity
+    from jrnn.layers._rnn import _compiled_layer, _Options
+
+    options = _Options(False, False, False, False, False, False, False, "auto")
+    eager_path = lambda p, x: _compiled_layer(ByIdentity(cell), options, p, x, None, None, None, None)  # noqa: E731
+    assert "name=_layer" in str(jax.make_jaxpr(eager_path)(params, X))  # what the probe above looks for
