@@ -6,7 +6,10 @@ category: matmuls inside the time loop (the recurrent one per step, the input pr
 block of steps), matmuls over all steps (weight and input gradients), elementwise fusions (gate
 math), and buffer initialisation and copies.
 Event times are wall-clock on the thread that ran them; with 2 cores and a thread pool they
-overlap a little, so the categories do not add up exactly to the measured time.
+overlap a little, so the categories do not add up exactly to the measured time. Each mode also
+reports XLA's temporary buffer (one allocation per call) and the page faults and system time
+per untraced call: glibc maps an allocation above 32 MiB afresh on every call, page by page
+(bench/results/cpu_malloc.md).
 
     python bench/profile_cpu.py                        # LSTM and GRU at (32, 128, 128, 256)
     python bench/profile_cpu.py --kind lstm --size 64,256,256,512 --out -
@@ -19,6 +22,7 @@ import collections
 import glob
 import os
 import platform
+import resource
 import tempfile
 import time
 
@@ -84,15 +88,25 @@ def profile(kind, size, runs):
     for mode, fn in modes.items():
         for _ in range(3):
             jax.block_until_ready(fn(params, xs))
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         for _ in range(runs):
             jax.block_until_ready(fn(params, xs))
         wall = (time.perf_counter() - start) / runs * 1e3
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        faults = (after.ru_minflt - before.ru_minflt) / runs
+        system = (after.ru_stime - before.ru_stime) / runs * 1e3
+        temp = fn.lower(params, xs).compile().memory_analysis().temp_size_in_bytes / 2**20
         events = _events(fn, (params, xs), runs)
         by_category = collections.defaultdict(float)
         for name, (calls, ms) in events.items():
             by_category[_category(name, calls)] += ms
         lines += [f"### {kind.upper()} {size}, {mode}: {wall:.1f} ms per call (untraced)", ""]
+        lines += [
+            f"XLA temporary buffer {temp:.1f} MiB; per call {faults:.0f} minor page faults, {system:.1f} ms of "
+            "system time (all threads)",
+            "",
+        ]
         lines += ["| category | ms per call |", "|---|---|"]
         lines += [f"| {c} | {ms:.1f} |" for c, ms in sorted(by_category.items(), key=lambda kv: -kv[1])]
         lines += ["", "| operation | calls | ms per call | us per event |", "|---|---|---|---|"]

@@ -121,7 +121,7 @@ def _project(x, w, masks):
 def _project_dw(x, masks, d_out):
     """The weight gradient of ``_project`` for output gradient ``d_out``, over all leading axes (f32)."""
     batch_axes = "tb" if x.ndim == 3 else "b"
-    xf = x.astype(jnp.float32)
+    xf = _after(x, d_out).astype(jnp.float32)
     if masks is None or masks.shape[0] == 1:
         xm = xf if masks is None else xf * _lead(masks[0].astype(jnp.float32), xf)
         # x.T @ d as a 2-D product with x.T made explicitly. Left to fold the transpose into the
@@ -131,6 +131,24 @@ def _project_dw(x, masks, d_out):
     m = masks.astype(jnp.float32)
     d_g = _gate_split(d_out, m.shape[0])  # (..., B, G, u)
     return jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(x.shape[-1], -1)
+
+
+def _after(a, b):
+    """``a``, unchanged, as a value that XLA computes only once ``b`` exists.
+
+    XLA:CPU made the weight gradients' transposed copies of the inputs (``x.T`` in ``_project_dw``)
+    at the start of the program, so they sat in memory through both loops. At (32, 128, 128, 256)
+    that put the LSTM's fwd+bwd temporary buffer at 32.4 MiB, just over the 32 MiB above which
+    glibc maps an allocation afresh on every call and the kernel faults it in page by page
+    (~8,400 faults a call); after the loops it is 30.4 MiB, and fwd+bwd 8-9% faster
+    (bench/results/cpu_malloc.md). The select never takes the zeros (no number is both NaN and
+    finite), but XLA cannot tell, so the copies wait for ``b``. An ``optimization_barrier`` over
+    both moved nothing.
+    """
+    if b.size == 0:
+        return a
+    first = b.reshape(-1)[0]
+    return jnp.where(jnp.isnan(first) & jnp.isfinite(first), jnp.zeros_like(a), a)
 
 
 def _project_dx(d_out, w_t, masks):
