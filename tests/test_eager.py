@@ -12,6 +12,21 @@ from helpers import count_compiles, make_mask
 import jrnn
 
 X = jax.random.normal(jax.random.key(0), (3, 6, 4))
+
+
+class UserCell(nnx.Module):
+    """A Keras-style user cell: ``state_size`` and ``__call__(x, states)``."""
+
+    def __init__(self, units, input_dim, *, rngs):
+        self.state_size = units
+        self.kernel = nnx.Param(0.5 * jax.random.normal(rngs.params(), (input_dim, units)))
+        self.recurrent_kernel = nnx.Param(0.5 * jax.random.normal(rngs.params(), (units, units)))
+
+    def __call__(self, x, states):
+        h = jnp.tanh(x @ self.kernel[...] + states[0] @ self.recurrent_kernel[...])
+        return h, [h]
+
+
 VIDEO = jax.random.normal(jax.random.key(1), (2, 3, 5, 5, 2))
 
 
@@ -46,6 +61,7 @@ CALLS = {
     "nnx_conv_lstm": lambda: _nnx_call(
         jrnn.nnx.ConvLSTM2D(3, (3, 3), padding="same", input_shape=VIDEO.shape[1:], rngs=nnx.Rngs(0)), VIDEO
     ),
+    "nnx_user_cell": lambda: _nnx_call(jrnn.nnx.RNN(UserCell(5, 4, rngs=nnx.Rngs(0)), return_sequences=True), X),
     "nnx_lstm_fused": lambda: _nnx_call(jrnn.nnx.LSTM(5, input_dim=4, rngs=nnx.Rngs(0)), X),
     "linen_lstm_scan": lambda: _linen_call(jrnn.linen.LSTM(5, use_fused=False), X),
     "linen_stacked": lambda: _linen_call(jrnn.linen.RNN([jrnn.linen.LSTMCell(5), jrnn.linen.GRUCell(3)]), X),
@@ -114,3 +130,20 @@ def test_under_a_transformation_the_layer_is_traced_inline():
     options = _Options(False, False, False, False, False, False, False, "auto")
     eager_path = lambda p, x: _compiled_layer(ByIdentity(cell), options, p, x, None, None, None, None)  # noqa: E731
     assert "name=_layer" in str(jax.make_jaxpr(eager_path)(params, X))  # what the probe above looks for
+
+
+def test_user_cells_of_one_structure_share_the_compiled_layer_not_the_weights():
+    """NNX user cells are keyed by their graph definition, which holds no weights."""
+    layers = [jrnn.nnx.RNN(UserCell(5, 4, rngs=nnx.Rngs(seed)), return_sequences=True) for seed in (0, 1)]
+    outputs = [layer(X) for layer in layers]
+    with count_compiles() as compiled:
+        again = [layer(X) for layer in layers]
+    assert not compiled
+    for layer, got, want in zip(layers, again, outputs, strict=True):
+        np.testing.assert_array_equal(got, want)
+        cell = layer.cell
+        h = jnp.zeros((3, 5))
+        for t in range(X.shape[1]):  # the cell's own loop
+            h = jnp.tanh(X[:, t] @ cell.kernel[...] + h @ cell.recurrent_kernel[...])
+            np.testing.assert_allclose(got[:, t], h, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[0], outputs[1])

@@ -221,7 +221,9 @@ def _layer(cell_key: ByIdentity, options: _Options, params, xs, initial_state, m
 # Eager calls run the layer through a jit of its own: the scan's step is a closure made anew in
 # every call, so each eager call traced and compiled the loop again (~0.1 s for a small LSTM layer,
 # ~0.2 s with dropout). Keyed by the cell object: built-in cells of one layer are one object,
-# Linen's, rebuilt in each apply, come from a cache (``jrnn.linen``), and stacked cells are cached
-# by their cells. Under a transformation the layer is traced inline, as before: a jit boundary
-# there changed what autodiff saves (remat at T = 20,000 kept 32 MiB instead of 20).
+# Linen's, rebuilt in each apply, come from a cache (``jrnn.linen``), stacked cells are cached by
+# their cells and NNX user cells by their graph definition (``jrnn.nnx``); Linen user cells are
+# built anew and compile in every eager call. Under a transformation the layer is traced inline,
+# as before: a jit boundary there changed what autodiff saves (remat at T = 20,000 kept 32 MiB
+# instead of 20).
 _compiled_layer = jax.jit(_layer, static_argnums=(0, 1))

@@ -3,6 +3,7 @@ logic is ``jrnn.layers.rnn``."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -86,9 +87,23 @@ def _user_cell(module: nnx.Module) -> tuple[Cell, PyTree]:
     """A Keras-style user cell as a pure Cell: its variables become the params, merged back into
     its graph at each step."""
     graphdef, params = nnx.split(module)
-    call = lambda params, x, states, **kw: nnx.merge(graphdef, params)(x, states, **kw)  # noqa: E731
     takes = accepts_keyword(type(module).__call__, "constants")
-    return keras_cell(call, module.state_size, takes_constants=takes), params
+    sizes = tuple(state_sizes(module.state_size))
+    try:
+        hash(graphdef)
+    except TypeError:
+        return _graph_cell(graphdef, sizes, takes), params
+    return _graph_cell_cached(graphdef, sizes, takes), params
+
+
+def _graph_cell(graphdef, sizes: tuple[int, ...], takes: bool) -> Cell:
+    call = lambda params, x, states, **kw: nnx.merge(graphdef, params)(x, states, **kw)  # noqa: E731
+    return keras_cell(call, list(sizes), takes_constants=takes)
+
+
+# One Cell per module structure (graph definitions compare by structure, not by values): the
+# cell is built in every call, and jrnn.layers.rnn keeps its compiled loops per cell object.
+_graph_cell_cached = functools.lru_cache(maxsize=256)(_graph_cell)
 
 
 def _pure_cell(cell) -> tuple[Cell, PyTree]:
