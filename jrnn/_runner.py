@@ -13,7 +13,7 @@ from jrnn._masking import check_mask, expand_to
 from jrnn._types import PyTree, StepFn, accepts_keyword
 
 
-def _check_unroll(unroll) -> int | bool:
+def check_unroll(unroll) -> int | bool:
     if isinstance(unroll, bool):
         return unroll
     try:
@@ -100,7 +100,7 @@ def run(
     """
     if not callable(step):
         raise TypeError(message("step", "a callable step(params, state, x) -> (y, state)", repr(step)))
-    unroll = _check_unroll(unroll)
+    unroll = check_unroll(unroll)
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(message("xs", "a floating-point array", f"xs.dtype={xs.dtype}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -59,6 +60,25 @@ class ByIdentity:
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ByIdentity) and other.value is self.value
+
+
+def cache_when_hashable(fn: Callable, maxsize: int = 256) -> Callable:
+    """``fn`` with an LRU cache for calls whose arguments can be hashed; other calls run ``fn`` as is.
+
+    For builders of cells that run in every call of a Flax wrapper: equal arguments then give one
+    cell object, which ``jrnn.layers.rnn`` keys its compiled layer on.
+    """
+    cached = functools.lru_cache(maxsize=maxsize, typed=True)(fn)
+
+    @functools.wraps(fn)
+    def call(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return fn(*args)
+        return cached(*args)
+
+    return call
 
 
 def accepts_keyword(fn: Callable, name: str) -> bool:

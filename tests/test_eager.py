@@ -12,6 +12,7 @@ from helpers import count_compiles, make_mask
 import jrnn
 
 X = jax.random.normal(jax.random.key(0), (3, 6, 4))
+VIDEO = jax.random.normal(jax.random.key(1), (2, 3, 5, 5, 2))
 
 
 class UserCell(nnx.Module):
@@ -25,9 +26,6 @@ class UserCell(nnx.Module):
     def __call__(self, x, states):
         h = jnp.tanh(x @ self.kernel[...] + states[0] @ self.recurrent_kernel[...])
         return h, [h]
-
-
-VIDEO = jax.random.normal(jax.random.key(1), (2, 3, 5, 5, 2))
 
 
 def _nnx_call(layer, x, **kwargs):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._errors import message
-from jrnn._runner import _check_unroll, run
+from jrnn._runner import check_unroll, run
 from jrnn._types import ByIdentity, Cell, accepts_keyword
 from jrnn.kernels import choose, run_fused
 
@@ -124,7 +124,7 @@ def rnn(
         use_fused = use_cudnn
     if use_fused not in ("auto", True, False):
         raise ValueError(message("use_fused", "'auto', True or False", repr(use_fused)))
-    _check_unroll(unroll)
+    check_unroll(unroll)
     options = _Options(
         bool(return_sequences),
         bool(go_backwards),

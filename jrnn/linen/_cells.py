@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, ClassVar
 
 import jax
@@ -11,7 +10,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jrnn import cells, constraints, regularizers
-from jrnn._types import Cell
+from jrnn._types import Cell, cache_when_hashable
 from jrnn.layers import WEIGHT_NAMES, state_from_list, states_to_list
 
 PyTree = Any
@@ -67,19 +66,11 @@ def config_of(module: nn.Module, config_type: type) -> dict:
     }
 
 
+# One object for equal arguments: a Linen module builds its cell in every ``apply``. Arguments
+# that cannot be hashed (a list for a kernel size) build a new cell each time.
+@cache_when_hashable
 def _built(factory, size, kwargs: tuple) -> Cell:
-    """``factory(size, **dict(kwargs))``, one object for equal arguments: a Linen module builds its
-    cell in every ``apply``, and ``jrnn.layers.rnn`` keeps its compiled loops per cell object.
-    Arguments that cannot be hashed (a list for a kernel size) build a new cell each time."""
-    try:
-        hash(kwargs)
-    except TypeError:
-        return factory(size, **dict(kwargs))
-    return _built_cached(factory, size, kwargs)
-
-
-@functools.lru_cache(maxsize=256, typed=True)
-def _built_cached(factory, size, kwargs: tuple) -> Cell:
+    """``factory(size, **dict(kwargs))``."""
     return factory(size, **dict(kwargs))
 
 

@@ -3,7 +3,6 @@ logic is ``jrnn.layers.rnn``."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -13,7 +12,7 @@ from flax import nnx
 
 from jrnn import cells, regularizers
 from jrnn._errors import message
-from jrnn._types import Cell, accepts_keyword
+from jrnn._types import Cell, accepts_keyword, cache_when_hashable
 from jrnn.layers import (
     activity_penalty,
     keras_cell,
@@ -88,22 +87,15 @@ def _user_cell(module: nnx.Module) -> tuple[Cell, PyTree]:
     its graph at each step."""
     graphdef, params = nnx.split(module)
     takes = accepts_keyword(type(module).__call__, "constants")
-    sizes = tuple(state_sizes(module.state_size))
-    try:
-        hash(graphdef)
-    except TypeError:
-        return _graph_cell(graphdef, sizes, takes), params
-    return _graph_cell_cached(graphdef, sizes, takes), params
+    return _graph_cell(graphdef, tuple(state_sizes(module.state_size)), takes), params
 
 
+# One Cell per module structure (graph definitions compare by structure and static attributes,
+# not by weights): the cell is built in every call.
+@cache_when_hashable
 def _graph_cell(graphdef, sizes: tuple[int, ...], takes: bool) -> Cell:
     call = lambda params, x, states, **kw: nnx.merge(graphdef, params)(x, states, **kw)  # noqa: E731
     return keras_cell(call, list(sizes), takes_constants=takes)
-
-
-# One Cell per module structure (graph definitions compare by structure, not by values): the
-# cell is built in every call, and jrnn.layers.rnn keeps its compiled loops per cell object.
-_graph_cell_cached = functools.lru_cache(maxsize=256)(_graph_cell)
 
 
 def _pure_cell(cell) -> tuple[Cell, PyTree]:
