@@ -70,7 +70,7 @@ def _events(fn, args, runs):
     return {name: (n // runs, ns / runs / 1e6) for name, (n, ns) in totals.items()}
 
 
-def profile(kind, size, runs):
+def profile(kind, size, runs, top=8):
     batch, steps, n_in, units = size
     cell = _report.cell(kind, units)
     params = cell.init_params(jax.random.key(0), n_in)
@@ -110,8 +110,8 @@ def profile(kind, size, runs):
         lines += ["| category | ms per call |", "|---|---|"]
         lines += [f"| {c} | {ms:.1f} |" for c, ms in sorted(by_category.items(), key=lambda kv: -kv[1])]
         lines += ["", "| operation | calls | ms per call | us per event |", "|---|---|---|---|"]
-        top = sorted(events.items(), key=lambda kv: -kv[1][1])[:8]
-        lines += [f"| `{name}` | {calls} | {ms:.2f} | {ms * 1e3 / max(calls, 1):.1f} |" for name, (calls, ms) in top]
+        slowest = sorted(events.items(), key=lambda kv: -kv[1][1])[:top]
+        lines += [f"| `{name}` | {calls} | {ms:.2f} | {ms * 1e3 / max(calls, 1):.1f} |" for name, (calls, ms) in slowest]
         lines.append("")
     return lines
 
@@ -121,6 +121,7 @@ def main():
     parser.add_argument("--kind", choices=["lstm", "gru", "both"], default="both")
     parser.add_argument("--size", default="32,128,128,256", help="batch,time,input,units")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--top", type=int, default=8, help="operations listed per mode, slowest first")
     parser.add_argument("--out", default="bench/results/cpu_profile.md", help="'-' prints only")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split(","))
@@ -136,7 +137,7 @@ def main():
         "",
     ]
     for kind in kinds:
-        lines += profile(kind, size, args.runs)
+        lines += profile(kind, size, args.runs, args.top)
     _report.write(lines, args.out)
 
 

@@ -18,6 +18,8 @@ CELLS = {
     "lstm_keras2": lambda u: jrnn.cells.lstm(u),  # hard_sigmoid: a kink the gradients must respect
     "gru": lambda u: jrnn.cells.gru(u, reset_after=True, activation="relu"),
     "gru_reset_before": lambda u: jrnn.cells.gru(u),  # Keras 2 defaults: hard_sigmoid, (r * h) @ U_h
+    # tanh/sigmoid: the closed-form gate gradients on the packed residuals (_fused._gru_pack)
+    "gru_closed_form": lambda u: jrnn.cells.gru(u, reset_after=True, recurrent_activation="sigmoid"),
     "simple_rnn": lambda u: jrnn.cells.simple_rnn(u),
 }
 SIZES = [(1, 1, 1, 1), (3, 7, 5, 6)]  # (batch, time, n_in, units)
@@ -89,13 +91,46 @@ def test_zero_output_time_major_and_no_bias(kind):
     _compare(cell, params, state, xs, mask=mask, time_major=True, zero_output_for_mask=True)
 
 
+@pytest.fixture
+def packed(monkeypatch):
+    """The forward saves ``Spec.pack``'s pieces (the reset-after GRU's) at any size."""
+    monkeypatch.setattr(_engine, "_PACK_MIN_BYTES", 0)
+    jax.clear_caches()  # kernels compiled before for the same shapes saved gx and hr whole
+    yield
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize(
+    "pattern, reverse, lanes", [(None, False, False), ("holes", True, False), ("right", False, True)]
+)
+def test_gru_packed_residuals_match_the_scan(pattern, reverse, lanes, packed, request):
+    """Saved as ``_fused._gru_pack``'s pieces (4 units a step, not 6), in one lane or two."""
+    if lanes:
+        request.getfixturevalue("two_lanes")
+    cell, params, state, xs = _setup("gru_closed_form", (5, 11, 3, 4))
+    spec = jrnn.kernels._fused._spec("gru", jrnn.activations.tanh, jrnn.activations.sigmoid, True)
+    wt = _engine.Weights(params.kernel, params.recurrent_kernel, None, params.bias[0], params.bias[1])
+    no_drop = _engine.Dropout(None, None, None)
+    residuals = jax.eval_shape(
+        lambda *a: _engine._forward(spec, False, False, *a)[2], wt, jnp.swapaxes(xs, 0, 1), state, None, no_drop
+    )
+    assert [sum(p.shape[-1] for p in lane[0]) for lane in residuals] == [4 * 4] * (2 if lanes else 1)
+    mask = make_mask(pattern, *xs.shape[:2])
+    _compare(cell, params, state, xs, mask=None if mask is None else jnp.asarray(mask), reverse=reverse)
+
+
 @pytest.mark.parametrize("implementation", [1, 2])
-@pytest.mark.parametrize("kind", ["lstm", "gru_reset_before"])
-def test_dropout_masks_enter_the_kernel(implementation, kind):
-    if kind == "lstm":  # tanh/sigmoid: the closed-form gate gradients (_fused._lstm_vjp) under dropout
-        factory = partial(jrnn.cells.lstm, recurrent_activation="sigmoid")
-    else:
-        factory = jrnn.cells.gru
+@pytest.mark.parametrize("kind", ["lstm", "gru_closed_form", "gru_packed", "gru_reset_before"])
+def test_dropout_masks_enter_the_kernel(implementation, kind, request):
+    """Masks of one per gate (implementation 1) are cut to the packed residuals' column blocks."""
+    if kind == "gru_packed":
+        request.getfixturevalue("packed")
+        kind = "gru_closed_form"
+    factory = {  # tanh/sigmoid: the closed-form gate gradients (_fused._lstm_vjp, _gru_vjp) under dropout
+        "lstm": partial(jrnn.cells.lstm, recurrent_activation="sigmoid"),
+        "gru_closed_form": partial(jrnn.cells.gru, reset_after=True, recurrent_activation="sigmoid"),
+        "gru_reset_before": jrnn.cells.gru,
+    }[kind]
     cell = factory(5, dropout=0.3, recurrent_dropout=0.4, implementation=implementation)
     _, params, state, xs = _setup(kind, (3, 6, 4, 5))
     masks = cell.dropout_masks(jax.random.key(9), params, (3,))
@@ -151,8 +186,9 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     d_y, d_c = (jax.random.normal(k, (4, 5)) for k in keys[3:])
     d_new = jrnn.cells.LSTMState(h=d_y[::-1], c=d_c)
     _, vjp = jax.vjp(lambda z, st: spec.pointwise(z, 0.0, st, None), pre, state)
-    want = vjp((d_y, d_new))
-    got = spec.pointwise_vjp(pre, state, d_y, d_new)
+    d_pre, d_state = vjp((d_y, d_new))
+    want = ((d_pre,), d_state)
+    got = spec.pointwise_vjp(spec.pieces(pre, 0.0, False), state, d_y, d_new)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
     assert _spec("lstm", act, jrnn.activations.hard_sigmoid).pointwise_vjp is None  # other forms: jax.vjp
 
@@ -160,7 +196,8 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("recurrent_activation", ["tanh", "sigmoid"])
 def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
-    """The reset-after GRU's closed-form gate vjp against jax.vjp of its gate math."""
+    """The reset-after GRU's closed-form gate vjp against jax.vjp of its gate math, through what the
+    forward saves (``_gru_pack``: z and r as sums) and back to gx's and hr's gradients."""
     from jrnn.kernels._fused import _spec
 
     act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
@@ -172,8 +209,12 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     d_y, d_h = jax.random.normal(keys[3], (2, 4, 5))
     _, vjp = jax.vjp(lambda g, h, st: spec.pointwise(g, h, st, None), gx, hr, state)
     d_gx, d_hr, d_state = vjp((d_y, jrnn.cells.GRUState(d_h)))
-    got = spec.pointwise_vjp((gx, hr), state, d_y, jrnn.cells.GRUState(d_h))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, ((d_gx, d_hr), d_state))
+    d_pieces, got_state = spec.pointwise_vjp(spec.pieces(gx, hr, True), state, d_y, jrnn.cells.GRUState(d_h))
+    assert sum(p.shape[-1] for p in d_pieces) == 4 * 5  # the packed pieces take 4 units a step, not 6
+    got = tuple(jnp.concatenate(parts, axis=-1) for parts in spec.grad_parts(d_pieces, True))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), (got, got_state), ((d_gx, d_hr), d_state)
+    )
     assert _spec("gru", act, jrnn.activations.hard_sigmoid, True).pointwise_vjp is None
 
 

@@ -74,9 +74,41 @@ class Spec(NamedTuple):
     mid: Callable | None = None  # (gx_t, hr_t, state) -> a_t, the second recurrent matmul's input
     additive: bool = False  # pointwise depends on gx_t + hr_t only: save the sum, one gradient for both
     # Optional, cells without mid: pointwise's vjp in a closed form that XLA fuses into fewer
-    # operations than jax.vjp's, (pre_t, state, d_y, d_new_state) -> (d_pre, d_state), where pre_t
-    # is what the forward saves: gx_t + hr_t (additive), else (gx_t, hr_t).
+    # operations than jax.vjp's, (pieces_t, state, d_y, d_new_state) -> (d_pieces, d_state), where
+    # pieces_t is what the forward saved of the step (``pieces``) and d_pieces their gradients.
     pointwise_vjp: Callable | None = None
+    # Optional, with pointwise_vjp: pointwise_vjp's pieces as column blocks of the step's
+    # pre-activations, ``(gx_t, hr_t) -> (piece, ...)``, and which pieces' gradients, joined in
+    # order, make up gx's and hr's gradients: ``parts = (gx_pieces, hr_pieces)``. Blocks that gx
+    # and hr enter only as a sum are one piece, the sum (the reset-after GRU's z and r). Where
+    # ``_saves_packed``, the forward saves these pieces instead of gx and hr whole.
+    pack: Callable | None = None
+    parts: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def pieces(self, gx_t, hr_t, packed):
+        """What the forward saves of a step for the backward: a tuple of ``(B, k)`` arrays."""
+        if packed:
+            return self.pack(gx_t, hr_t)
+        return (gx_t + hr_t,) if self.additive else (gx_t, hr_t)
+
+    def grad_parts(self, d_pieces, packed):
+        """``(d_gx, d_hr)`` as tuples of column blocks, from the gradients of ``pieces``."""
+        gx_parts, hr_parts = self.parts if packed else (((0,), (0,)) if self.additive else ((0,), (1,)))
+        return tuple(d_pieces[i] for i in gx_parts), tuple(d_pieces[i] for i in hr_parts)
+
+
+# The smallest saved gx and hr (bytes, all steps) that the forward saves as ``Spec.pack``'s pieces.
+# The reset-after GRU's pieces take 4 units a step against 6, but make more, smaller operations:
+# at (16, 64, 32, 64) (1.5 MiB) its fwd+bwd took 5% longer packed; at (32, 128, 128, 256) (24 MiB)
+# 7-12% less (two A/B runs), its temporary buffer down from 34.0 to 26.4 MiB, under the 32 MiB line
+# (bench/results/cpu_malloc.md); at (64, 256, 256, 512) 272 MiB became 210 (bench/results/ab_fused.md).
+_PACK_MIN_BYTES = 8 << 20
+
+
+def _saves_packed(spec, steps, batch, hr_width):
+    """Whether the forward saves ``Spec.pack``'s pieces for the backward, rather than gx and hr."""
+    whole = steps * batch * 2 * hr_width * 4
+    return spec.pack is not None and whole >= _PACK_MIN_BYTES
 
 
 class Weights(NamedTuple):
@@ -118,19 +150,41 @@ def _project(x, w, masks):
     return out.reshape(*out.shape[:-2], -1)
 
 
-def _project_dw(x, masks, d_out):
-    """The weight gradient of ``_project`` for output gradient ``d_out``, over all leading axes (f32)."""
+def _gate_masks(masks, start, width, total):
+    """The masks of output columns ``[start, start + width)`` of ``total``: per-gate masks cut to
+    the gates those columns span (whole gates), a single mask or ``None`` as it is."""
+    if masks is None or masks.shape[0] == 1:
+        return masks
+    gate = total // masks.shape[0]
+    assert start % gate == 0 and width % gate == 0, "column blocks are whole gates"
+    return masks[start // gate : (start + width) // gate]
+
+
+def _column_blocks(d_parts):
+    """``[(d, start, width), ...]`` for column blocks of one output gradient, and its width."""
+    starts = itertools.accumulate((d.shape[-1] for d in d_parts), initial=0)
+    blocks = [(d, start, d.shape[-1]) for d, start in zip(d_parts, starts, strict=False)]
+    return blocks, sum(d.shape[-1] for d in d_parts)
+
+
+def _project_dw(x, masks, d_parts):
+    """The weight gradient of ``_project`` over all leading axes (f32); the output gradient comes
+    as column blocks ``d_parts``, one product each (no copy of them joined)."""
     batch_axes = "tb" if x.ndim == 3 else "b"
-    xf = _after(x, d_out).astype(jnp.float32)
+    blocks, total = _column_blocks(d_parts)
+    xf = _after(x, d_parts[0]).astype(jnp.float32)
     if masks is None or masks.shape[0] == 1:
         xm = xf if masks is None else xf * _lead(masks[0].astype(jnp.float32), xf)
         # x.T @ d as a 2-D product with x.T made explicitly. Left to fold the transpose into the
         # dot, XLA:CPU transposed d (T, B, G*u) to batch-major instead of the smaller x.
         xm_t = jax.lax.optimization_barrier(xm.reshape(-1, x.shape[-1]).T)
-        return jnp.matmul(xm_t, d_out.reshape(-1, d_out.shape[-1]))
-    m = masks.astype(jnp.float32)
-    d_g = _gate_split(d_out, m.shape[0])  # (..., B, G, u)
-    return jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(x.shape[-1], -1)
+        return _cat([jnp.matmul(xm_t, d.reshape(-1, d.shape[-1])) for d in d_parts])
+    dws = []
+    for d, start, width in blocks:
+        m = _gate_masks(masks, start, width, total).astype(jnp.float32)
+        d_g = _gate_split(d, m.shape[0])  # (..., B, G, u)
+        dws.append(jnp.einsum(f"{batch_axes}n,gbn,{batch_axes}gu->ngu", xf, m, d_g).reshape(x.shape[-1], -1))
+    return _cat(dws)
 
 
 def _after(a, b):
@@ -164,6 +218,16 @@ def _project_dx(d_out, w_t, masks):
     return jnp.einsum("...bgu,gun,gbn->...bn", _gate_split(d_out, m.shape[0]), w_g, m)
 
 
+def _project_dx_parts(d_parts, w_t, masks):
+    """``_project_dx`` of an output gradient given as column blocks: a product per block, summed."""
+    blocks, total = _column_blocks(d_parts)
+    dxs = [
+        _project_dx(d, w_t[start : start + width], _gate_masks(masks, start, width, total))
+        for d, start, width in blocks
+    ]
+    return reduce(jnp.add, dxs)
+
+
 def _add_bias(a, b):
     """``a + b`` with the bias broadcast over the leading axes explicitly (no rank promotion)."""
     return a + b.astype(jnp.float32).reshape((1,) * (a.ndim - 1) + b.shape)
@@ -182,6 +246,11 @@ def _recurrent(spec, wt, drop, u32, u2_32, gx_t, state):
         return hr, None, None
     a = spec.mid(gx_t, hr, state)
     return hr, a, _project(a, u2_32, drop.rec2)
+
+
+def _cat(blocks):
+    """Column blocks joined (one block is returned as is)."""
+    return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
 
 
 def _f32(a):
@@ -259,6 +328,7 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, 
 
     lanes = _lanes(xs.shape[0] if batch_major else xs.shape[1], wt)
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
+    packed = save and _saves_packed(spec, xs.shape[0], xs.shape[1], wt.u.shape[-1])
 
     def lane_step(drop, carry, inputs):
         state, prev_y = carry
@@ -270,8 +340,7 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, 
             y = jnp.where(m_t[:, None], y, jnp.zeros_like(y) if zero_output else prev_y)
         if not save:
             return (new, y), (y, None)
-        pre = gx_t + hr if spec.additive else (gx_t, hr)  # what the backward's pointwise vjp needs
-        return (new, y), (y, (pre, state, a, s))
+        return (new, y), (y, (spec.pieces(gx_t, hr, packed), state, a, s))
 
     def step(carry, inputs):  # carry and gx_t: one per lane; outputs joined, residuals per lane
         gx_t, m_t = inputs
@@ -340,6 +409,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     assert spec.pointwise_vjp is None or spec.mid is None, "Spec.pointwise_vjp is for cells without mid"
     rows = [jax.tree.leaves(prev_states)[0].shape[1] for _, prev_states, _, _ in res]  # the forward's lanes
     lanes = list(itertools.pairwise([0, *itertools.accumulate(rows)]))
+    packed = _saves_packed(spec, dys.shape[0], sum(rows), wt.u.shape[-1])
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
@@ -347,8 +417,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     def lane_step(drop, carry, inputs):
         d_state, d_prev_y, bufs = carry
         dy_t, state_prev, s_t, m_t, t = inputs
-        pre_t = tuple(jax.lax.dynamic_index_in_dim(b, t, keepdims=False) for b in bufs)
-        pre_t = pre_t[0] if spec.additive else pre_t  # gx_t + hr_t, or (gx_t, hr_t)
+        pieces_t = tuple(jax.lax.dynamic_index_in_dim(b, t, keepdims=False) for b in bufs)
         g = dy_t if d_prev_y is None else dy_t + d_prev_y
         if m_t is None:
             d_raw_y, d_raw_state, d_carry_y, d_skip = g, d_state, None, None
@@ -359,14 +428,17 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_raw_state = _where(m_t, d_state, jax.tree.map(jnp.zeros_like, d_state))
             d_skip = _where(m_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
         if spec.pointwise_vjp is not None:
-            d_pre, d_state_pw = spec.pointwise_vjp(pre_t, state_prev, d_raw_y, d_raw_state)
-            (d_gx, d_hr), d_s = (d_pre, d_pre) if spec.additive else d_pre, None
-        elif spec.additive:  # pre_t is gx_t + hr_t, and both get its gradient
-            _, vjp = jax.vjp(lambda z, st, s: spec.pointwise(z, 0.0, st, s), pre_t, state_prev, s_t)
+            vjp_pieces = pieces_t if packed or spec.pack is None else spec.pack(*pieces_t)
+            d_pieces, d_state_pw = spec.pointwise_vjp(vjp_pieces, state_prev, d_raw_y, d_raw_state)
+            if not packed and spec.pack is not None:  # gx's and hr's gradients whole, as saved
+                d_pieces = tuple(_cat(p) for p in spec.grad_parts(d_pieces, True))
+            d_hr, d_s = _cat(spec.grad_parts(d_pieces, packed)[1]), None
+        elif spec.additive:  # the piece is gx_t + hr_t, and both get its gradient
+            _, vjp = jax.vjp(lambda z, st, s: spec.pointwise(z, 0.0, st, s), pieces_t[0], state_prev, s_t)
             d_gx, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
             d_hr = d_gx
         else:
-            gx_t, hr_t = pre_t
+            gx_t, hr_t = pieces_t
             _, vjp = jax.vjp(spec.pointwise, gx_t, hr_t, state_prev, s_t)
             d_gx, d_hr, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
         if spec.mid is not None:  # back through s = a @ u2 and a = mid(gx, hr, state)
@@ -381,8 +453,9 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
         d_prev = jax.tree.map(jnp.add, d_state_pw, d_state_in)
         if d_skip is not None:
             d_prev = jax.tree.map(jnp.add, d_prev, d_skip)
-        grads = (d_gx,) if spec.additive else (d_gx, d_hr)
-        bufs = tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, grads, strict=True))
+        if spec.pointwise_vjp is None:
+            d_pieces = (d_gx,) if spec.additive else (d_gx, d_hr)
+        bufs = tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, d_pieces, strict=True))
         return (d_prev, d_carry_y, bufs), d_s
 
     def step(carry, inputs):  # one carry and one set of residuals per lane
@@ -400,7 +473,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     for (lo, hi), (pre, *_) in zip(lanes, res, strict=True):
         # The pre-activations' gradients overwrite the saved pre-activations step by step, in place:
         # no (T, B, G*u) buffer of the backward's own to allocate and zero (3-9% of fwd+bwd on CPU).
-        bufs = (pre,) if spec.additive else tuple(pre)
+        bufs = tuple(pre)
         d_y0 = jnp.zeros((hi - lo, dys.shape[-1]), dys.dtype) if carries_y else None
         carry0.append((_rows(dfinal, lo, hi), d_y0, bufs))
     steps = jnp.arange(dys.shape[0], dtype=jnp.int32)
@@ -410,8 +483,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     for (lo, hi), d, (_, prev_states, a_s, _), (_, _, bufs), d_s_l in zip(
         lanes, lane_drops, res, carry, d_s, strict=True
     ):
-        d_gx = bufs[0]
-        d_hr = d_gx if spec.additive else bufs[1]
+        d_gx, d_hr = spec.grad_parts(bufs, packed)
         prev_h = jax.vmap(spec.rec_input)(prev_states)
         grads.append(_weight_grads_f32(wt, _rows(xs, lo, hi, axis=1), d, prev_h, a_s, d_gx, d_hr, d_s_l))
     d_wt = jax.tree.map(lambda *a: reduce(jnp.add, a), *(g for g, _ in grads))
@@ -423,7 +495,8 @@ def _weight_grads(wt, xs, drop, prev_h, a_s, d_gx, d_hr, d_s):
     """The cuDNN split: every weight, bias and input gradient as one large matmul over all steps.
 
     ``d_gx`` and ``d_hr`` are the gradients of ``x @ w + b_in`` and ``h @ u + b_rec`` at every step,
-    ``prev_h`` the matmul's input ``h`` (``(T, B, units)``); ``a_s``/``d_s`` the same for ``a @ u2``.
+    each a tuple of column blocks (``Spec.grad_parts``) that are used where they lie; ``prev_h`` the
+    matmul's input ``h`` (``(T, B, units)``); ``a_s``/``d_s`` the same for ``a @ u2``.
     Returns ``(d_wt, dxs)`` in the weights' and inputs' dtypes.
     """
     return _cast_grads(wt, xs, *_weight_grads_f32(wt, xs, drop, prev_h, a_s, d_gx, d_hr, d_s))
@@ -432,11 +505,11 @@ def _weight_grads(wt, xs, drop, prev_h, a_s, d_gx, d_hr, d_s):
 def _weight_grads_f32(wt, xs, drop, prev_h, a_s, d_gx, d_hr, d_s):
     """``_weight_grads`` in float32, for summing over lanes before the cast."""
     du = _project_dw(prev_h, drop.rec, d_hr)
-    du2 = None if wt.u2 is None else _project_dw(a_s, drop.rec2, d_s)
+    du2 = None if wt.u2 is None else _project_dw(a_s, drop.rec2, (d_s,))
     dw = _project_dw(xs, drop.inputs, d_gx)
-    dxs = _project_dx(d_gx, _f32(wt.w).T, drop.inputs)
-    db_in = None if wt.b_in is None else jnp.sum(d_gx, axis=(0, 1))
-    db_rec = None if wt.b_rec is None else jnp.sum(d_hr, axis=(0, 1))
+    dxs = _project_dx_parts(d_gx, _f32(wt.w).T, drop.inputs)
+    db_in = None if wt.b_in is None else _cat([jnp.sum(d, axis=(0, 1)) for d in d_gx])
+    db_rec = None if wt.b_rec is None else _cat([jnp.sum(d, axis=(0, 1)) for d in d_hr])
     return Weights(dw, du, du2, db_in, db_rec), dxs
 
 

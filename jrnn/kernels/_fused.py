@@ -17,7 +17,7 @@ from jrnn._errors import message
 from jrnn._masking import check_mask
 from jrnn._types import Cell
 from jrnn.cells import GRUState, LSTMState, SimpleRNNState
-from jrnn.kernels._engine import Dropout, Spec, Weights, _swap, fused
+from jrnn.kernels._engine import Dropout, Spec, Weights, _after, _swap, fused
 from jrnn.kernels._pallas import _Static, interpreter_runs_clusters, pallas_eligible, pallas_fused, uses_cluster
 
 
@@ -55,7 +55,8 @@ def _lstm_vjp(activation, recurrent_activation):
     ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
     per_gate = [ra, ra, ca, ra]  # i, f, c_hat, o
 
-    def vjp(pre, state, d_y, d_new):
+    def vjp(pieces, state, d_y, d_new):
+        (pre,) = pieces  # gx + hr
         units = state.c.shape[-1]
         lead = (1,) * (pre.ndim - 1)  # explicit broadcasting (rank promotion is an error in tests)
         columns = [
@@ -67,35 +68,49 @@ def _lstm_vjp(activation, recurrent_activation):
         d_h = d_y + d_new.h
         d_c = d_new.c + d_h * o * slope_c
         d_gates = jnp.concatenate([d_c * c_hat, d_c * state.c, d_c * i, d_h * act_c], axis=-1)
-        return d_gates * slopes, LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
+        return (d_gates * slopes,), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
 
     return vjp
+
+
+def _gru_pack(gx, hr):
+    """What the reset-after GRU's forward saves of a step: ``(z and r sums, x_n, h_n)``, 4 units.
+
+    z and r see ``x @ W`` and ``h @ U`` only as a sum, so one copy of it serves both gradients;
+    saving ``gx`` and ``hr`` whole took 6 units a step. At (32, 128, 128, 256) that put the
+    fwd+bwd's temporary buffer at 34.0 MiB, over the 32 MiB line where glibc maps it afresh on
+    every call (bench/results/cpu_malloc.md).
+    """
+    units = hr.shape[-1] // 3
+    return gx[..., : 2 * units] + hr[..., : 2 * units], gx[..., 2 * units :], hr[..., 2 * units :]
+
+
+# The pieces' gradients as gx's and hr's: d_gx = [d_zr, d_xn], d_hr = [d_zr, d_hn].
+_GRU_PARTS = ((0, 1), (0, 2))
 
 
 def _gru_vjp(activation, recurrent_activation):
     """The reset-after GRU gate math's vjp for tanh/sigmoid activations (see ``_lstm_vjp``); else ``None``.
 
-    Both halves of the saved pre-activations in, both gradients out. fwd+bwd -1.6% at (16, 64, 32,
-    64) and -2.8% at (32, 128, 128, 256) over many shuffled rounds, unchanged at (64, 256, 256,
-    512); within the noise in the recorded run (bench/results/ab_fused.md).
+    On ``_gru_pack``'s pieces, their gradients out. fwd+bwd -1.6% at (16, 64, 32, 64) and -2.8% at
+    (32, 128, 128, 256) over many shuffled rounds, unchanged at (64, 256, 256, 512); within the
+    noise in the recorded run (bench/results/ab_fused.md).
     """
     if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
         return None
     ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
 
-    def vjp(pre, state, d_y, d_new):
-        gx, hr = pre
-        units = state.h.shape[-1]
-        zr, slope_zr = _value_and_slope(ra, gx[..., : 2 * units] + hr[..., : 2 * units])
+    def vjp(pieces, state, d_y, d_new):
+        zr_pre, x_n, h_n = pieces
+        zr, slope_zr = _value_and_slope(ra, zr_pre)
         z, r = jnp.split(zr, 2, axis=-1)
-        h_n = hr[..., 2 * units :]
-        n, slope_n = _value_and_slope(ca, gx[..., 2 * units :] + r * h_n)
+        n, slope_n = _value_and_slope(ca, x_n + r * h_n)
         d_h = d_y + d_new.h
         d_n = d_h * (1.0 - z) * slope_n
         d_zr = jnp.concatenate([d_h * (state.h - n), d_n * h_n], axis=-1) * slope_zr
-        d_gx = jnp.concatenate([d_zr, d_n], axis=-1)
-        d_hr = jnp.concatenate([d_zr, d_n * r], axis=-1)
-        return (d_gx, d_hr), GRUState(d_h * z)
+        # The backward writes d_hn over h_n in place, and d_zr reads h_n: without the order made
+        # explicit, XLA copied the whole h_n buffer every step (GRU fwd+bwd +13-38%).
+        return (d_zr, d_n, _after(d_n * r, d_zr)), GRUState(d_h * z)
 
     return vjp
 
@@ -134,7 +149,10 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
             h = z * state.h + (1 - z) * activation(x_h + r * h_h)
             return h, GRUState(h)
 
-        return Spec(pointwise, _h, pointwise_vjp=_gru_vjp(activation, recurrent_activation))
+        vjp = _gru_vjp(activation, recurrent_activation)
+        if vjp is None:  # jax.vjp of pointwise, on gx and hr saved whole
+            return Spec(pointwise, _h)
+        return Spec(pointwise, _h, pointwise_vjp=vjp, pack=_gru_pack, parts=_GRU_PARTS)
 
     def pointwise(gx, hr, state, _):
         h = activation(gx + hr)

@@ -882,7 +882,7 @@ def _pallas_bwd(st, saved, cotangents):
     else:
         d_gx, d_hr, d_state0 = _grads(st, wt, (gx, hr), prev_h, d_hs, None, mask, drop.rec)
         d_state0 = GRUState(*d_state0)
-    d_wt, dxs = _engine._weight_grads(wt, xs, drop, prev_h, None, d_gx, d_hr, None)
+    d_wt, dxs = _engine._weight_grads(wt, xs, drop, prev_h, None, (d_gx,), (d_hr,), None)
     return _engine.primal_cotangents(state0, mask, drop, d_wt, dxs, d_state0)
 
 
