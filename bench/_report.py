@@ -17,17 +17,21 @@ def cell(kind: str, units: int):
     return jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
 
 
-def timed_rounds(calls: dict, rounds: int) -> dict:
+def timed_rounds(calls: dict, rounds: int, settle: int = 0) -> dict:
     """``{key: [seconds, ...]}``: each call of ``calls`` (no arguments; blocks until done) once a round.
 
     The order is shuffled every round (seeded, so reruns repeat it): run in a fixed order, a call's
-    time depended on its place in the round by up to 8-9% (bench/cpu.py's docstring).
+    time depended on its place in the round by up to 8-9% (bench/cpu.py's docstring). ``settle``
+    untimed calls precede each timed one, so that it runs as in a loop of its own calls, not in
+    what the previous implementation left behind (bench/cpu.py: PyTorch's spinning threads).
     """
     times = {key: [] for key in calls}
     order, rng = list(calls), random.Random(0)
     for _ in range(rounds):
         rng.shuffle(order)
         for key in order:
+            for _ in range(settle):
+                calls[key]()
             start = time.perf_counter()
             calls[key]()
             times[key].append(time.perf_counter() - start)

@@ -10,6 +10,14 @@ second in fixed rounds looked 8-9% faster, whichever it was (at (32, 128, 128, 2
 forward+backward, run after them, 3-5% slower). Allocations reusing the previous run's freed
 pages is the likely cause (bench/results/cpu_malloc.md).
 
+Each timed call follows one untimed call of the same implementation (``--settle``). PyTorch's
+OpenMP threads (libgomp) spin for a while after each parallel region, and on two cores they took
+the CPU from whichever JAX program ran next: jrnn's LSTM forward at (32, 128, 128, 256) took 27-29
+ms right after PyTorch calls against 19-22 ms after its own, while PyTorch's own time did not
+change (17.6-19.8 ms; with ``GOMP_SPINCOUNT=10000`` jrnn's 21.1 came back and PyTorch kept 18.2).
+The untimed call absorbs that, and wakes a thread pool that has gone idle, for every implementation
+alike: each is timed as in a loop of its own calls (bench/results/cpu.md).
+
     python bench/cpu.py                     # the issue's three sizes, writes bench/results/cpu.md
     python bench/cpu.py --sizes 16,64,32,64 --repeats 5 --out -
 """
@@ -144,7 +152,7 @@ def _block(out):
     jax.block_until_ready(out) if not hasattr(out, "detach") else out
 
 
-def bench(kind, size, repeats):
+def bench(kind, size, repeats, settle=1):
     rng = np.random.default_rng(0)
     x_np = rng.normal(size=size[:3]).astype(np.float32)
     inputs = {}
@@ -168,7 +176,7 @@ def bench(kind, size, repeats):
             fns[(name, mode)] = fn
     # Interleaved, so that every implementation sees the same machine state, in shuffled rounds.
     calls = {key: (lambda fn=fn, x=inputs[key[0]]: _block(fn(x))) for key, fn in fns.items()}
-    times = _report.timed_rounds(calls, repeats)
+    times = _report.timed_rounds(calls, repeats, settle)
     return {key: (statistics.median(v), first[key]) for key, v in times.items()}
 
 
@@ -177,6 +185,7 @@ def main():
     parser.add_argument("--sizes", nargs="*", help="batch,time,input,units (default: the issue's three sizes)")
     parser.add_argument("--kinds", default="lstm,gru")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--settle", type=int, default=1, help="untimed calls before each timed one")
     parser.add_argument("--out", default="bench/results/cpu.md", help="markdown file, or - for stdout")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes] if args.sizes else SIZES
@@ -191,14 +200,14 @@ def main():
         f"({torch.get_num_threads()} threads), python {platform.python_version()}",
         f"Git: {_report.git_head()}",
         "",
-        f"Median of {args.repeats} runs, interleaved in a shuffled order, milliseconds; "
-        "first call (trace + compile + run) in brackets.",
+        f"Median of {args.repeats} runs, interleaved in a shuffled order, each after {args.settle} untimed "
+        "call(s) of the same implementation, milliseconds; first call (trace + compile + run) in brackets.",
         "",
     ]
     for kind in args.kinds.split(","):
         for size in sizes:
             print(f"{kind} {size}", file=sys.stderr)
-            results = bench(kind, size, args.repeats)
+            results = bench(kind, size, args.repeats, args.settle)
             lines += [
                 f"## {kind.upper()} (batch, time, input, units) = {size}",
                 "",

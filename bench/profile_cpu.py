@@ -111,7 +111,9 @@ def profile(kind, size, runs, top=8):
         lines += [f"| {c} | {ms:.1f} |" for c, ms in sorted(by_category.items(), key=lambda kv: -kv[1])]
         lines += ["", "| operation | calls | ms per call | us per event |", "|---|---|---|---|"]
         slowest = sorted(events.items(), key=lambda kv: -kv[1][1])[:top]
-        lines += [f"| `{name}` | {calls} | {ms:.2f} | {ms * 1e3 / max(calls, 1):.1f} |" for name, (calls, ms) in slowest]
+        lines += [
+            f"| `{name}` | {calls} | {ms:.2f} | {ms * 1e3 / max(calls, 1):.1f} |" for name, (calls, ms) in slowest
+        ]
         lines.append("")
     return lines
 
