@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from flax import linen, nnx
 from helpers import count_compiles, make_mask
 
 import jrnn
@@ -25,6 +25,23 @@ class UserCell(nnx.Module):
 
     def __call__(self, x, states):
         h = jnp.tanh(x @ self.kernel[...] + states[0] @ self.recurrent_kernel[...])
+        return h, [h]
+
+
+class LinenUserCell(linen.Module):
+    """The same cell for Linen: hashable fields, so its unbound clones are equal across applies."""
+
+    units: int
+    activation: str = "tanh"
+
+    @property
+    def state_size(self):
+        return self.units
+
+    @linen.compact
+    def __call__(self, x, states):
+        pre = linen.Dense(self.units, name="kernel")(x) + linen.Dense(self.units, name="recurrent")(states[0])
+        h = getattr(jnp, self.activation)(pre)
         return h, [h]
 
 
@@ -64,6 +81,7 @@ CALLS = {
     "linen_lstm_scan": lambda: _linen_call(jrnn.linen.LSTM(5, use_fused=False), X),
     "linen_stacked": lambda: _linen_call(jrnn.linen.RNN([jrnn.linen.LSTMCell(5), jrnn.linen.GRUCell(3)]), X),
     "linen_conv_lstm": lambda: _linen_call(jrnn.linen.ConvLSTM2D(3, (3, 3), padding="same"), VIDEO),
+    "linen_user_cell": lambda: _linen_call(jrnn.linen.RNN(LinenUserCell(5), return_sequences=True), X),
 }
 
 
@@ -145,3 +163,23 @@ def test_user_cells_of_one_structure_share_the_compiled_layer_not_the_weights():
             h = jnp.tanh(X[:, t] @ cell.kernel[...] + h @ cell.recurrent_kernel[...])
             np.testing.assert_allclose(got[:, t], h, rtol=1e-5, atol=1e-6)
     assert not np.allclose(outputs[0], outputs[1])
+
+
+def test_linen_user_cells_share_the_compiled_layer_only_with_equal_configurations():
+    """Linen user cells are keyed by their unbound clone, whose fields define what it computes."""
+    modules = [jrnn.linen.RNN(LinenUserCell(5, activation), return_sequences=True) for activation in ("tanh", "sin")]
+    variables = [m.init(jax.random.key(seed), X) for m, seed in zip(modules, (0, 1), strict=True)]
+    outputs = [m.apply(v, X) for m, v in zip(modules, variables, strict=True)]
+    other_weights = modules[0].apply(variables[1], X)  # the sin cell's weights, in the tanh cell
+    with count_compiles() as compiled:
+        again = [m.apply(v, X) for m, v in zip(modules, variables, strict=True)]
+    assert not compiled
+    for (module, v), got, want in zip(zip(modules, variables, strict=True), again, outputs, strict=True):
+        np.testing.assert_array_equal(got, want)
+        act, p = getattr(jnp, module.cell.activation), v["params"]["cell"]
+        h = jnp.zeros((3, 5))
+        (wk, bk), (wr, br) = ((p[name]["kernel"], p[name]["bias"]) for name in ("kernel", "recurrent"))
+        for t in range(X.shape[1]):  # the cell's own loop
+            h = act(X[:, t] @ wk + bk[None] + h @ wr + br[None])
+            np.testing.assert_allclose(got[:, t], h, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(other_weights, outputs[0])

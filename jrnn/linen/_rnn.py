@@ -14,7 +14,7 @@ from flax import linen as nn
 from jrnn import cells, regularizers
 from jrnn._errors import message
 from jrnn._masking import masking_mask
-from jrnn._types import Cell, accepts_keyword
+from jrnn._types import Cell, accepts_keyword, cache_when_hashable
 from jrnn.layers import (
     activity_penalty,
     check_merge_mode,
@@ -58,9 +58,17 @@ def _user_cell(module: nn.Module, x0: jax.Array, constants=None) -> tuple[Cell, 
     first = {"constants": constants} if takes and constants is not None else {}
     zeros = [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in state_sizes(module.state_size)]
     module(x0, zeros, **first)  # creates the params lazily
-    unbound = module.clone(parent=None)
+    sizes = tuple(state_sizes(module.state_size))
+    return _module_cell(module.clone(parent=None), sizes, takes), module.variables.get("params", {})
+
+
+@cache_when_hashable
+def _module_cell(unbound: nn.Module, sizes: tuple[int, ...], takes: bool) -> Cell:
+    """The pure Cell of an unbound user cell, one per configuration: Linen rebuilds the clone in
+    every apply, and equal clones (a dataclass's fields) compute the same, so eager calls reuse the
+    compiled layer. Clones with unhashable fields (arrays, lists) get a new Cell every call."""
     call = lambda params, x, states, **kw: unbound.apply({"params": params}, x, states, **kw)  # noqa: E731
-    return keras_cell(call, module.state_size, takes_constants=takes), module.variables.get("params", {})
+    return keras_cell(call, list(sizes), takes_constants=takes)
 
 
 class StackedRNNCells(nn.Module):
