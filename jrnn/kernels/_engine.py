@@ -75,7 +75,8 @@ class Spec(NamedTuple):
     additive: bool = False  # pointwise depends on gx_t + hr_t only: save the sum, one gradient for both
     # Optional, cells without mid: pointwise's vjp in a closed form that XLA fuses into fewer
     # operations than jax.vjp's, (pieces_t, state, d_y, d_new_state) -> (d_pieces, d_state), where
-    # pieces_t is what the forward saved of the step (``pieces``) and d_pieces their gradients.
+    # pieces_t is ``pack(gx_t, hr_t)`` for cells with ``pack``, else the step's ``pieces`` unpacked,
+    # and d_pieces their gradients.
     pointwise_vjp: Callable | None = None
     # Optional, with pointwise_vjp: pointwise_vjp's pieces as column blocks of the step's
     # pre-activations, ``(gx_t, hr_t) -> (piece, ...)``, and which pieces' gradients, joined in
@@ -409,7 +410,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     assert spec.pointwise_vjp is None or spec.mid is None, "Spec.pointwise_vjp is for cells without mid"
     rows = [jax.tree.leaves(prev_states)[0].shape[1] for _, prev_states, _, _ in res]  # the forward's lanes
     lanes = list(itertools.pairwise([0, *itertools.accumulate(rows)]))
-    packed = _saves_packed(spec, dys.shape[0], sum(rows), wt.u.shape[-1])
+    packed = _saves_packed(spec, dys.shape[0], sum(rows), wt.u.shape[-1])  # as the forward decided
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T

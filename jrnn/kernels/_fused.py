@@ -74,12 +74,14 @@ def _lstm_vjp(activation, recurrent_activation):
 
 
 def _gru_pack(gx, hr):
-    """What the reset-after GRU's forward saves of a step: ``(z and r sums, x_n, h_n)``, 4 units.
+    """The reset-after GRU's step as ``(z and r sums, x_n, h_n)``: 4 units, against 6 for gx and hr.
 
-    z and r see ``x @ W`` and ``h @ U`` only as a sum, so one copy of it serves both gradients;
-    saving ``gx`` and ``hr`` whole took 6 units a step. At (32, 128, 128, 256) that put the
-    fwd+bwd's temporary buffer at 34.0 MiB, over the 32 MiB line where glibc maps it afresh on
-    every call (bench/results/cpu_malloc.md).
+    z and r see ``x @ W`` and ``h @ U`` only as a sum, so one copy of it serves both gradients.
+    The forward saves these pieces where gx and hr would take 8 MiB or more
+    (``_engine._saves_packed``): at (32, 128, 128, 256) gx and hr put the fwd+bwd's temporary
+    buffer at 34.0 MiB, over the 32 MiB line where glibc maps it afresh on every call
+    (bench/results/cpu_malloc.md). Below that the closed-form vjp still runs on these pieces, made
+    from gx and hr in the backward step.
     """
     units = hr.shape[-1] // 3
     return gx[..., : 2 * units] + hr[..., : 2 * units], gx[..., 2 * units :], hr[..., 2 * units :]
@@ -108,8 +110,8 @@ def _gru_vjp(activation, recurrent_activation):
         d_h = d_y + d_new.h
         d_n = d_h * (1.0 - z) * slope_n
         d_zr = jnp.concatenate([d_h * (state.h - n), d_n * h_n], axis=-1) * slope_zr
-        # The backward writes d_hn over h_n in place, and d_zr reads h_n: without the order made
-        # explicit, XLA copied the whole h_n buffer every step (GRU fwd+bwd +13-38%).
+        # Saved packed, the backward writes d_hn over h_n in place, and d_zr reads h_n: without the
+        # order made explicit, XLA copied the whole h_n buffer every step (GRU fwd+bwd +13-38%).
         return (d_zr, d_n, _after(d_n * r, d_zr)), GRUState(d_h * z)
 
     return vjp
