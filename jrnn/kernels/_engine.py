@@ -6,7 +6,9 @@ the per-step chain; each step does only the recurrent matmul and the gate math. 
 gradients (``dgx``, ``dhr``) with one small matmul per step; the weight, bias and input gradients
 are then large matmuls over all steps. On the CPU both loops run the batch as two independent
 lanes of rows, one per core (``_lanes``); the forward saves each lane's residuals apart, for the
-backward's lane to read and overwrite.
+backward's lane to read and overwrite. What it saves of the pre-activations is ``Spec.pieces``:
+``gx + hr`` for cells that only see the sum, ``gx`` and ``hr`` otherwise, or (large sizes, the
+reset-after GRU) ``Spec.pack``'s column blocks, whose gradients the weight gradients use in place.
 
 A kernel supplies ``pointwise(gx_t, hr_t, state, s_t) -> (y, new_state)``, the gate math after the
 matmuls, and ``rec_input(state) -> h``, the recurrent matmul's input. A cell whose second
@@ -163,9 +165,9 @@ def _gate_masks(masks, start, width, total):
 
 def _column_blocks(d_parts):
     """``[(d, start, width), ...]`` for column blocks of one output gradient, and its width."""
-    starts = itertools.accumulate((d.shape[-1] for d in d_parts), initial=0)
-    blocks = [(d, start, d.shape[-1]) for d, start in zip(d_parts, starts, strict=False)]
-    return blocks, sum(d.shape[-1] for d in d_parts)
+    widths = [d.shape[-1] for d in d_parts]
+    starts = itertools.accumulate(widths[:-1], initial=0)
+    return list(zip(d_parts, starts, widths, strict=True)), sum(widths)
 
 
 def _project_dw(x, masks, d_parts):

@@ -222,8 +222,8 @@ def _layer(cell_key: ByIdentity, options: _Options, params, xs, initial_state, m
 # every call, so each eager call traced and compiled the loop again (~0.1 s for a small LSTM layer,
 # ~0.2 s with dropout). Keyed by the cell object: built-in cells of one layer are one object,
 # Linen's, rebuilt in each apply, come from a cache (``jrnn.linen``), stacked cells are cached by
-# their cells and NNX user cells by their graph definition (``jrnn.nnx``); Linen user cells are
-# built anew and compile in every eager call. Under a transformation the layer is traced inline,
+# their cells, NNX user cells by their graph definition (``jrnn.nnx``) and Linen user cells by
+# their unbound clone (``jrnn.linen``). Under a transformation the layer is traced inline,
 # as before: a jit boundary there changed what autodiff saves (remat at T = 20,000 kept 32 MiB
 # instead of 20).
 _compiled_layer = jax.jit(_layer, static_argnums=(0, 1))
