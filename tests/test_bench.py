@@ -1,4 +1,5 @@
-"""The benchmark scripts nothing else runs work end to end: bench/gpu.py and bench/ab_fused.py.
+"""The benchmark scripts nothing else runs work end to end: bench/gpu.py and bench/ab_fused.py;
+and bench/_report.timed_rounds settles each call as bench/cpu.py asks.
 
 bench/gpu.py must work before a GPU session spends its time on it.
 
@@ -71,3 +72,19 @@ def test_fused_ab_compares_a_revision_with_the_working_tree():
     assert [row[2].strip() for row in rows] == ["fwd", "fwd+bwd"], done.stdout
     for row in rows:
         assert all(float(cell) > 0 for cell in row[3:7]), row
+
+
+def test_timed_rounds_times_one_call_after_its_settle_calls():
+    """bench/cpu.py's ``--settle``: untimed calls of the same implementation before each timed one."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import _report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    log = []
+    calls = {key: (lambda key=key: log.append(key)) for key in ("a", "b", "c")}
+    times = _report.timed_rounds(calls, rounds=4, settle=2)
+    assert {key: len(v) for key, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert len(log) == 3 * 4 * 3
+    runs = [log[i : i + 3] for i in range(0, len(log), 3)]  # each implementation's calls come in threes
+    assert all(len(set(run)) == 1 for run in runs), log
