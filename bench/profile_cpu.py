@@ -11,8 +11,13 @@ reports XLA's temporary buffer (one allocation per call) and the page faults and
 per untraced call: glibc maps an allocation above 32 MiB afresh on every call, page by page
 (bench/results/cpu_malloc.md).
 
+``--timeline US`` adds, per mode, every operation of a US-microsecond window from the middle of
+the traced calls, in start order with the thread that ran it: how the two lanes' steps interleave,
+what waits for what, and the gaps between operations, which the sums above cannot show.
+
     python bench/profile_cpu.py                        # LSTM and GRU at (32, 128, 128, 256)
     python bench/profile_cpu.py --kind lstm --size 64,256,256,512 --out -
+    python bench/profile_cpu.py --kind lstm --timeline 400 --out -
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import jax.numpy as jnp
 import jrnn
 
 _WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool", "while", "end: ")  # spans that contain other events
+_MARKERS = ("ThreadpoolListener",)  # zero-length events of the thread pool
 
 
 def _category(name: str, calls: int) -> str:
@@ -48,8 +54,8 @@ def _category(name: str, calls: int) -> str:
     return "elementwise (gate math) and the rest"
 
 
-def _events(fn, args, runs):
-    """``{operation: (calls per run, ms per run)}`` from an XLA:CPU trace of ``runs`` calls."""
+def _trace(fn, args, runs):
+    """The operations of an XLA:CPU trace of ``runs`` calls: ``[(start_ns, duration_ns, name, thread)]``."""
     with tempfile.TemporaryDirectory() as logdir:
         jax.profiler.start_trace(logdir)
         for _ in range(runs):
@@ -57,20 +63,40 @@ def _events(fn, args, runs):
         jax.profiler.stop_trace()
         (path,) = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
         data = jax.profiler.ProfileData.from_file(path)
+    return [
+        (event.start_ns, event.duration_ns, event.name, line.name)
+        for plane in data.planes
+        for line in plane.lines
+        if "Eigen" in line.name or "PjRtCpuClient" in line.name
+        for event in line.events
+        if not event.name.startswith(_WRAPPERS + _MARKERS)
+    ]
+
+
+def _events(trace, runs):
+    """``{operation: (calls per run, ms per run)}``."""
     totals = collections.defaultdict(lambda: [0, 0.0])
-    for plane in data.planes:
-        for line in plane.lines:
-            if "Eigen" not in line.name and "PjRtCpuClient" not in line.name:
-                continue
-            for event in line.events:
-                if event.name.startswith(_WRAPPERS):
-                    continue
-                totals[event.name][0] += 1
-                totals[event.name][1] += event.duration_ns
+    for _, duration, name, _ in trace:
+        totals[name][0] += 1
+        totals[name][1] += duration
     return {name: (n // runs, ns / runs / 1e6) for name, (n, ns) in totals.items()}
 
 
-def profile(kind, size, runs, top=8):
+def _timeline(trace, window_us):
+    """Markdown rows of the operations that start in a ``window_us`` window from the trace's middle
+    event on: start (us, from the window's start), duration (us), thread, operation."""
+    ops = sorted(trace)
+    start = ops[len(ops) // 2][0]
+    threads = {}
+    rows = ["| start, us | us | thread | operation |", "|---|---|---|---|"]
+    for begin, duration, name, line in ops:
+        if start <= begin < start + window_us * 1e3:
+            thread = threads.setdefault(line, f"T{len(threads)}")
+            rows.append(f"| {(begin - start) / 1e3:.1f} | {duration / 1e3:.1f} | {thread} | `{name}` |")
+    return rows
+
+
+def profile(kind, size, runs, top=8, timeline_us=0):
     batch, steps, n_in, units = size
     cell = _report.cell(kind, units)
     params = cell.init_params(jax.random.key(0), n_in)
@@ -97,7 +123,8 @@ def profile(kind, size, runs, top=8):
         faults = (after.ru_minflt - before.ru_minflt) / runs
         system = (after.ru_stime - before.ru_stime) / runs * 1e3
         temp = fn.lower(params, xs).compile().memory_analysis().temp_size_in_bytes / 2**20
-        events = _events(fn, (params, xs), runs)
+        trace = _trace(fn, (params, xs), runs)
+        events = _events(trace, runs)
         by_category = collections.defaultdict(float)
         for name, (calls, ms) in events.items():
             by_category[_category(name, calls)] += ms
@@ -115,6 +142,9 @@ def profile(kind, size, runs, top=8):
             f"| `{name}` | {calls} | {ms:.2f} | {ms * 1e3 / max(calls, 1):.1f} |" for name, (calls, ms) in slowest
         ]
         lines.append("")
+        if timeline_us:
+            lines += [f"Timeline: the operations of {timeline_us} us from the middle of the trace.", ""]
+            lines += [*_timeline(trace, timeline_us), ""]
     return lines
 
 
@@ -124,6 +154,7 @@ def main():
     parser.add_argument("--size", default="32,128,128,256", help="batch,time,input,units")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=8, help="operations listed per mode, slowest first")
+    parser.add_argument("--timeline", type=int, default=0, metavar="US", help="list every operation of US us")
     parser.add_argument("--out", default="bench/results/cpu_profile.md", help="'-' prints only")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split(","))
@@ -131,7 +162,8 @@ def main():
     lines = [
         "# Where the time goes: XLA:CPU profile of jrnn's fused path",
         "",
-        f"Command: `python bench/profile_cpu.py --kind {args.kind} --size {args.size} --runs {args.runs}`",
+        f"Command: `python bench/profile_cpu.py --kind {args.kind} --size {args.size} --runs {args.runs}"
+        + (f" --timeline {args.timeline}`" if args.timeline else "`"),
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         f"Versions: jax {jax.__version__}, jrnn {jrnn.__version__}",
         f"Git: {_report.git_head()}",
@@ -139,7 +171,7 @@ def main():
         "",
     ]
     for kind in kinds:
-        lines += profile(kind, size, args.runs, args.top)
+        lines += profile(kind, size, args.runs, args.top, args.timeline)
     _report.write(lines, args.out)
 
 
