@@ -1,5 +1,6 @@
 """The benchmark scripts nothing else runs work end to end: bench/gpu.py and bench/ab_fused.py;
-and bench/_report.timed_rounds settles each call as bench/cpu.py asks.
+bench/_report.timed_rounds settles each call as bench/cpu.py asks; and bench/profile_cpu.py's
+timeline picks and orders the operations it lists.
 
 bench/gpu.py must work before a GPU session spends its time on it.
 
@@ -88,3 +89,32 @@ def test_timed_rounds_times_one_call_after_its_settle_calls():
     assert len(log) == 3 * 4 * 3
     runs = [log[i : i + 3] for i in range(0, len(log), 3)]  # each implementation's calls come in threes
     assert all(len(set(run)) == 1 for run in runs), log
+
+
+def test_profile_timeline_lists_the_window_in_start_order_with_threads():
+    """bench/profile_cpu.py's ``--timeline``: the operations of a window from the trace's middle
+    event on, by start time, each with the thread that ran it."""
+    xla_flags = os.environ.get("XLA_FLAGS")
+    spec = importlib.util.spec_from_file_location("profile_cpu", ROOT / "bench" / "profile_cpu.py")
+    profile_cpu = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(profile_cpu)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+        # the script turns XLA's trace events on for its own process; keep them off for later tests
+        if xla_flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = xla_flags
+    us = 1000  # the trace's times are in nanoseconds
+    trace = [
+        (0 * us, 5 * us, "early", "pool/1"),
+        (30 * us, 2 * us, "dot_b", "pool/2"),
+        (10 * us, 4 * us, "dot_a", "pool/1"),
+        (20 * us, 1 * us, "gates_a", "pool/1"),
+        (60 * us, 1 * us, "late", "pool/2"),
+    ]
+    rows = profile_cpu._timeline(trace, window_us=25)  # the middle event starts at 20 us
+    assert rows[2:] == ["| 0.0 | 1.0 | T0 | `gates_a` |", "| 10.0 | 2.0 | T1 | `dot_b` |"]
+    assert profile_cpu._events(trace, runs=1)["dot_a"] == (1, 0.004)
