@@ -173,8 +173,6 @@ def _column_blocks(d_parts):
 def _project_dw(x, masks, d_parts):
     """The weight gradient of ``_project`` over all leading axes (f32); the output gradient comes
     as column blocks ``d_parts``, one product each (no copy of them joined)."""
-    batch_axes = "tb" if x.ndim == 3 else "b"
-    blocks, total = _column_blocks(d_parts)
     xf = _after(x, d_parts[0]).astype(jnp.float32)
     if masks is None or masks.shape[0] == 1:
         xm = xf if masks is None else xf * _lead(masks[0].astype(jnp.float32), xf)
@@ -182,6 +180,8 @@ def _project_dw(x, masks, d_parts):
         # dot, XLA:CPU transposed d (T, B, G*u) to batch-major instead of the smaller x.
         xm_t = jax.lax.optimization_barrier(xm.reshape(-1, x.shape[-1]).T)
         return _cat([jnp.matmul(xm_t, d.reshape(-1, d.shape[-1])) for d in d_parts])
+    batch_axes = "tb" if x.ndim == 3 else "b"
+    blocks, total = _column_blocks(d_parts)
     dws = []
     for d, start, width in blocks:
         m = _gate_masks(masks, start, width, total).astype(jnp.float32)

@@ -56,9 +56,8 @@ def _user_cell(module: nn.Module, x0: jax.Array, constants=None) -> tuple[Cell, 
     first step's input)."""
     takes = accepts_keyword(type(module).__call__, "constants")
     first = {"constants": constants} if takes and constants is not None else {}
-    zeros = [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in state_sizes(module.state_size)]
-    module(x0, zeros, **first)  # creates the params lazily
     sizes = tuple(state_sizes(module.state_size))
+    module(x0, [jnp.zeros((*x0.shape[:-1], s), x0.dtype) for s in sizes], **first)  # creates the params lazily
     return _module_cell(module.clone(parent=None), sizes, takes), module.variables.get("params", {})
 
 
@@ -68,7 +67,7 @@ def _module_cell(unbound: nn.Module, sizes: tuple[int, ...], takes: bool) -> Cel
     every apply, and equal clones (a dataclass's fields) compute the same, so eager calls reuse the
     compiled layer. Clones with unhashable fields (arrays, lists) get a new Cell every call."""
     call = lambda params, x, states, **kw: unbound.apply({"params": params}, x, states, **kw)  # noqa: E731
-    return keras_cell(call, list(sizes), takes_constants=takes)
+    return keras_cell(call, sizes, takes_constants=takes)
 
 
 class StackedRNNCells(nn.Module):
