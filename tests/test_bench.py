@@ -25,6 +25,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _bench_module(name: str):
+    """``bench/<name>.py`` as a module, its imports of the other bench/ scripts resolved. Importing
+    profile_cpu sets ``XLA_FLAGS`` for its own process; the environment is put back for later tests."""
+    xla_flags = os.environ.get("XLA_FLAGS")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+        if xla_flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = xla_flags
+    return module
+
+
 def _rows(report: str) -> dict[tuple[str, str], list[str]]:
     """``{(section title, implementation): cells}`` from the markdown report."""
     rows, title = {}, None
@@ -77,11 +95,7 @@ def test_fused_ab_compares_a_revision_with_the_working_tree():
 
 def test_timed_rounds_times_one_call_after_its_settle_calls():
     """bench/cpu.py's ``--settle``: untimed calls of the same implementation before each timed one."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import _report
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    _report = _bench_module("_report")
     log = []
     calls = {key: (lambda key=key: log.append(key)) for key in ("a", "b", "c")}
     times = _report.timed_rounds(calls, rounds=4, settle=2)
@@ -94,19 +108,7 @@ def test_timed_rounds_times_one_call_after_its_settle_calls():
 def test_profile_timeline_lists_the_window_in_start_order_with_threads():
     """bench/profile_cpu.py's ``--timeline``: the operations of a window from the trace's middle
     event on, by start time, each with the thread that ran it."""
-    xla_flags = os.environ.get("XLA_FLAGS")
-    spec = importlib.util.spec_from_file_location("profile_cpu", ROOT / "bench" / "profile_cpu.py")
-    profile_cpu = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec.loader.exec_module(profile_cpu)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-        # the script turns XLA's trace events on for its own process; keep them off for later tests
-        if xla_flags is None:
-            os.environ.pop("XLA_FLAGS", None)
-        else:
-            os.environ["XLA_FLAGS"] = xla_flags
+    profile_cpu = _bench_module("profile_cpu")
     us = 1000  # the trace's times are in nanoseconds
     trace = [
         (0 * us, 5 * us, "early", "pool/1"),
