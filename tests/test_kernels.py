@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import jax
@@ -341,6 +342,44 @@ def test_wrappers_pass_use_fused():
         rtol=2e-5,
         atol=2e-5,
     )
+
+
+def _copied_step_buffers(kind, write=None):
+    """Widths of the ``(time, batch, k)`` arrays that the compiled fwd+bwd program copies, other
+    than the input's (``k == n_in``: the weight gradients' transposed input, made once)."""
+    batch, steps, n_in, units = 5, 11, 3, 7
+    cell, params, state, xs = _setup(kind, (batch, steps, n_in, units))
+    mask = make_mask("holes", batch, steps)
+
+    def loss(p, x):
+        return jnp.sum(jrnn.kernels.run_fused(cell, p, state, x, mask=mask, reverse=True)[0] ** 2)
+
+    hlo = jax.jit(jax.grad(loss, (0, 1))).lower(params, xs).compile().as_text()
+    shapes = re.findall(r"= f32\[(\d+),(\d+),(\d+)\]\{[^}]*\} copy\(", hlo)
+    return sorted(int(k) for t, b, k in shapes if (int(t), int(b)) == (steps, batch) and int(k) != n_in)
+
+
+@pytest.mark.parametrize("kind", ["lstm_keras2", "gru", "gru_reset_before", "simple_rnn"])
+def test_the_generic_backward_overwrites_its_saved_steps_in_place(kind):
+    """``_engine._write_last``: cells whose gate gradients come from ``jax.vjp`` (jrnn's Keras-2
+    default LSTM and GRU among them) overwrite each step's saved pre-activations with their
+    gradients without copying the whole buffer first. Without the ordering, XLA copied it every
+    step (the reset-before GRU's fwd+bwd 2.4-3.7x as long, bench/results/dispatch.md)."""
+    assert _copied_step_buffers(kind) == []
+
+
+def test_unordered_writes_copy_the_saved_steps(monkeypatch):
+    """The check above can fail: with the writes left unordered, XLA copies the buffers."""
+
+    def unordered(bufs, d_pieces, t, waits_for):
+        return tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, d_pieces, strict=True))
+
+    monkeypatch.setattr(_engine, "_write_last", unordered)
+    jax.clear_caches()  # the kernel's own jit would reuse its trace with _write_last
+    try:
+        assert _copied_step_buffers("gru_reset_before") != []
+    finally:
+        jax.clear_caches()
 
 
 def test_the_weight_gradients_input_copies_wait_for_the_backward_loop(monkeypatch):

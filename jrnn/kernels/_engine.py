@@ -458,7 +458,9 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_prev = jax.tree.map(jnp.add, d_prev, d_skip)
         if spec.pointwise_vjp is None:
             d_pieces = (d_gx,) if spec.additive else (d_gx, d_hr)
-        bufs = tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, d_pieces, strict=True))
+            bufs = _write_last(bufs, d_pieces, t, jax.tree.leaves(d_prev))
+        else:
+            bufs = tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, d_pieces, strict=True))
         return (d_prev, d_carry_y, bufs), d_s
 
     def step(carry, inputs):  # one carry and one set of residuals per lane
@@ -492,6 +494,26 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     d_wt = jax.tree.map(lambda *a: reduce(jnp.add, a), *(g for g, _ in grads))
     dxs = _join([dx for _, dx in grads], axis=1)
     return (*_cast_grads(wt, xs, d_wt, dxs), _join([c[0] for c in carry]))
+
+
+def _write_last(bufs, d_pieces, t, waits_for):
+    """``bufs`` with step ``t`` overwritten by ``d_pieces``, after ``waits_for`` and in order.
+
+    The gradients overwrite the step's saved pre-activations in place. In the backward of a cell
+    without a closed-form vjp (``jax.vjp`` of the gate math), XLA recomputes gate values from the
+    saved ones inside later fusions: those that make the state's gradient (after the products) and
+    those that make a piece's gradient along with its write (the reset-after GRU's ``d_r`` reads
+    ``hr``). A write that may run before such a read makes XLA copy the whole buffer every step:
+    the reset-before GRU's fwd+bwd took 2.4x (16, 64, 32, 64) to 3.7x (32, 128, 128, 256) as long,
+    an LSTM with hard_sigmoid 1.8x to 3.2x (bench/results/dispatch.md). So each write waits for
+    ``waits_for`` (the state's gradient) and for the writes before it.
+    """
+    written = []
+    for buf, d in zip(bufs, d_pieces, strict=True):
+        for dep in [*waits_for, *written]:
+            d = _after(d, dep)
+        written.append(jax.lax.dynamic_update_index_in_dim(buf, d, t, 0))
+    return tuple(written)
 
 
 def _weight_grads(wt, xs, drop, prev_h, a_s, d_gx, d_hr, d_s):
