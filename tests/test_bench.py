@@ -1,4 +1,5 @@
-"""The benchmark scripts nothing else runs work end to end: bench/gpu.py and bench/ab_fused.py;
+"""The benchmark scripts nothing else runs work end to end: bench/gpu.py, bench/ab_fused.py and
+bench/dispatch.py;
 bench/_report.timed_rounds settles each call as bench/cpu.py asks; and bench/profile_cpu.py's
 timeline picks and orders the operations it lists.
 
@@ -91,6 +92,23 @@ def test_fused_ab_compares_a_revision_with_the_working_tree():
     assert [row[2].strip() for row in rows] == ["fwd", "fwd+bwd"], done.stdout
     for row in rows:
         assert all(float(cell) > 0 for cell in row[3:7]), row
+
+
+def test_dispatch_times_scan_and_fused_for_every_kind_asked():
+    """bench/dispatch.py, one round at a tiny size: a row per mode, each with times and ratios."""
+    cmd = [sys.executable, "bench/dispatch.py", *"--kinds simple_rnn,gru_keras2 --sizes 2,3,2,4 --rounds 1".split()]
+    done = subprocess.run(
+        [*cmd, "--out", "-"], cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sections = re.findall(r"^## (\w+)$", done.stdout, flags=re.M)
+    assert sections == ["simple_rnn", "gru_keras2"], done.stdout
+    rows = [line.strip("|").split("|") for line in done.stdout.splitlines() if line.startswith("| (2, 3, 2, 4)")]
+    assert [row[1].strip() for row in rows] == ["fwd", "fwd+bwd"] * 2, done.stdout
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[3]) > 0 and re.fullmatch(r"[+-]\d+%", row[4].strip()), row
+    bad = subprocess.run([*cmd[:2], "--kinds", "lstm,elman"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--kinds takes simple_rnn" in bad.stderr and "received elman" in bad.stderr
 
 
 def test_timed_rounds_times_one_call_after_its_settle_calls():
