@@ -7,14 +7,25 @@ import random
 import subprocess
 import time
 
+# The cells the benchmarks time: Keras 3's LSTM and GRU (sigmoid, reset_after=True), which every
+# peer computes too, and, for jrnn against itself, SimpleRNN and jrnn's own defaults, the Keras-2
+# LSTM and GRU (hard_sigmoid; the GRU reset_after=False).
+KINDS = ("lstm", "gru", "simple_rnn", "lstm_keras2", "gru_keras2")
+
 
 def cell(kind: str, units: int):
-    """The jrnn cell every benchmark times: Keras 3's LSTM, or its GRU (reset_after=True)."""
+    """The jrnn cell of ``kind`` (``KINDS``) with ``units`` units."""
     import jrnn
 
     if kind == "lstm":
         return jrnn.cells.lstm(units, recurrent_activation="sigmoid")
-    return jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
+    if kind == "gru":
+        return jrnn.cells.gru(units, recurrent_activation="sigmoid", reset_after=True)
+    if kind == "simple_rnn":
+        return jrnn.cells.simple_rnn(units)
+    if kind in ("lstm_keras2", "gru_keras2"):
+        return (jrnn.cells.lstm if kind == "lstm_keras2" else jrnn.cells.gru)(units)
+    raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
 
 
 def timed_rounds(calls: dict, rounds: int, settle: int = 0) -> dict:

@@ -6,7 +6,7 @@ is compiled twice (A, A2, B, B2), so that the spread between two copies of the s
 noise a difference has to beat. The four run in a new random order every round: with a fixed
 order, the one run second looked 8-9% faster whatever it was (``bench/cpu.py``'s docstring).
 Times are medians in milliseconds of the layer's forward and forward+backward, as in
-``bench/cpu.py``, with the LSTM and GRU cells it times.
+``bench/cpu.py``, with the cells of ``_report.KINDS`` (default: the LSTM and GRU ``bench/cpu.py`` times).
 
     python bench/ab_fused.py --ref HEAD --sizes 16,64,32,64 32,128,128,256 --rounds 41
     python bench/ab_fused.py --ref HEAD~3 --kinds lstm --sizes 64,256,256,512 --rounds 11
@@ -73,7 +73,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="HEAD", help="the git revision to compare with (A)")
     parser.add_argument("--sizes", nargs="+", default=["16,64,32,64", "32,128,128,256"], help="batch,time,input,units")
-    parser.add_argument("--kinds", nargs="+", choices=["lstm", "gru"], default=["lstm", "gru"])
+    parser.add_argument("--kinds", nargs="+", choices=_report.KINDS, default=["lstm", "gru"])
     parser.add_argument("--rounds", type=int, default=31)
     args = parser.parse_args()
     old = revision_kernels(args.ref)

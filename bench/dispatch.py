@@ -47,20 +47,14 @@ SIZES = [
     (128, 16, 8, 8),
     (2, 300, 3, 200),
 ]
-CELLS = {
-    "simple_rnn": jrnn.cells.simple_rnn,
-    "lstm": lambda units: _report.cell("lstm", units),  # Keras 3: sigmoid
-    "gru": lambda units: _report.cell("gru", units),  # Keras 3: sigmoid, reset_after=True
-    "lstm_keras2": jrnn.cells.lstm,  # jrnn's default: hard_sigmoid
-    "gru_keras2": jrnn.cells.gru,  # jrnn's default: hard_sigmoid, reset_after=False
-}
+KINDS = ("simple_rnn", "lstm", "gru", "lstm_keras2", "gru_keras2")  # _report.cell's, in report order
 PATHS = ("scan", "scan2", "fused", "fused2")
 
 
 def programs(kind, size):
     """``{(path, mode): call}``, every call compiled (not yet run) and blocking until done."""
     _, _, n_in, units = size
-    c = CELLS[kind](units)
+    c = _report.cell(kind, units)
     params = c.init_params(jax.random.key(0), n_in)
     x = jnp.asarray(np.random.default_rng(0).normal(size=size[:3]).astype(np.float32))
     calls = {}
@@ -94,15 +88,15 @@ def measure(kind, size, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="*", help="batch,time,input,units (default: the grid above)")
-    parser.add_argument("--kinds", default=",".join(CELLS))
+    parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--out", default="bench/results/dispatch.md", help="markdown file, or - for stdout")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes] if args.sizes else SIZES
     kinds = args.kinds.split(",")
-    unknown = sorted(set(kinds) - set(CELLS))
+    unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
-        parser.error(f"--kinds takes {', '.join(CELLS)}; received {', '.join(unknown)}")
+        parser.error(f"--kinds takes {', '.join(KINDS)}; received {', '.join(unknown)}")
     lines = [
         "# Scan against fused on CPU: where `use_fused='auto'` should go",
         "",

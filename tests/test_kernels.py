@@ -14,9 +14,15 @@ from helpers import count_compiles, make_mask
 import jrnn
 from jrnn.kernels import _engine
 
+
+def _own_tanh(x):  # a user's activation: the fused path cannot know it acts element by element
+    return jnp.tanh(x)
+
+
 CELLS = {
     "lstm": lambda u: jrnn.cells.lstm(u, recurrent_activation="sigmoid"),
     "lstm_keras2": lambda u: jrnn.cells.lstm(u),  # hard_sigmoid: a kink the gradients must respect
+    "lstm_callable": lambda u: jrnn.cells.lstm(u, activation=_own_tanh),  # jax.vjp of the gate math
     "gru": lambda u: jrnn.cells.gru(u, reset_after=True, activation="relu"),
     "gru_reset_before": lambda u: jrnn.cells.gru(u),  # Keras 2 defaults: hard_sigmoid, (r * h) @ U_h
     # tanh/sigmoid: the closed-form gate gradients on the packed residuals (_fused._gru_pack)
@@ -170,10 +176,21 @@ def test_two_lanes_split_dropout_masks_and_time_major_zero_output(two_lanes):
     )
 
 
-@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
-@pytest.mark.parametrize("recurrent_activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize(
+    "activation, recurrent_activation",
+    [
+        *((a, r) for a in ("tanh", "sigmoid") for r in ("tanh", "sigmoid")),  # one tanh over all gates
+        ("tanh", "hard_sigmoid"),  # jrnn's default; the rest: slopes by jvp (_lstm_vjp_slopes)
+        ("relu", "hard_sigmoid_keras3"),
+        ("softsign", "sigmoid"),
+        ("elu", "softplus"),
+        ("selu", "linear"),
+        ("exponential", "tanh"),
+    ],
+)
 def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
-    """The LSTM's closed-form gate vjp (one tanh over all gates) against jax.vjp of its gate math."""
+    """The LSTM's closed-form gate vjp against jax.vjp of its gate math, kinks included: the
+    pre-activations hit hard_sigmoid's (+-2.5), hard_sigmoid_keras3's (+-3) and relu's (0) exactly."""
     from jrnn.kernels._fused import _spec
 
     act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
@@ -181,6 +198,8 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     assert spec.pointwise_vjp is not None  # else this would test nothing
     keys = jax.random.split(jax.random.key(3), 5)
     pre = 3.0 * jax.random.normal(keys[0], (4, 4 * 5))  # into the saturated range too
+    kinks = jnp.array([-3.0, -2.5, 0.0, 2.5, 3.0])
+    pre = pre.at[0].set(jnp.tile(kinks, 4)).at[1, :5].set(kinks)
     state = jrnn.cells.LSTMState(*(jax.random.normal(k, (4, 5)) for k in keys[1:3]))
     d_y, d_c = (jax.random.normal(k, (4, 5)) for k in keys[3:])
     d_new = jrnn.cells.LSTMState(h=d_y[::-1], c=d_c)
@@ -189,7 +208,7 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     want = ((d_pre,), d_state)
     got = spec.pointwise_vjp(spec.pieces(pre, 0.0, False), state, d_y, d_new)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
-    assert _spec("lstm", act, jrnn.activations.hard_sigmoid).pointwise_vjp is None  # other forms: jax.vjp
+    assert _spec("lstm", act, _own_tanh).pointwise_vjp is None  # a user's callable: jax.vjp
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
@@ -359,12 +378,13 @@ def _copied_step_buffers(kind, write=None):
     return sorted(int(k) for t, b, k in shapes if (int(t), int(b)) == (steps, batch) and int(k) != n_in)
 
 
-@pytest.mark.parametrize("kind", ["lstm_keras2", "gru", "gru_reset_before", "simple_rnn"])
-def test_the_generic_backward_overwrites_its_saved_steps_in_place(kind):
+@pytest.mark.parametrize("kind", ["lstm_callable", "gru", "gru_reset_before", "simple_rnn", "lstm_keras2"])
+def test_the_backward_overwrites_its_saved_steps_in_place(kind):
     """``_engine._write_last``: cells whose gate gradients come from ``jax.vjp`` (jrnn's Keras-2
-    default LSTM and GRU among them) overwrite each step's saved pre-activations with their
-    gradients without copying the whole buffer first. Without the ordering, XLA copied it every
-    step (the reset-before GRU's fwd+bwd 2.4-3.7x as long, bench/results/dispatch.md)."""
+    default GRU among them) overwrite each step's saved pre-activations with their gradients
+    without copying the whole buffer first. Without the ordering, XLA copied it every step (the
+    reset-before GRU's fwd+bwd 2.4-3.7x as long, bench/results/ab_fused.md). The default LSTM's
+    gradients come from ``_fused._lstm_vjp_slopes``, which gate by gate made such copies too."""
     assert _copied_step_buffers(kind) == []
 
 

@@ -38,7 +38,8 @@ def _value_and_slope(form, x):
 
 
 def _lstm_vjp(activation, recurrent_activation):
-    """The LSTM gate math's vjp for tanh/sigmoid activations, in full-width operations; else ``None``.
+    """The LSTM gate math's vjp for tanh/sigmoid activations, in full-width operations; for other
+    built-in activations ``_lstm_vjp_slopes``'s; else ``None``.
 
     ``jax.vjp`` of the gate math slices ``pre`` into the four gates and takes each activation and its
     derivative apart: on XLA:CPU ten operations and a concatenate of four gate gradients per backward
@@ -51,7 +52,7 @@ def _lstm_vjp(activation, recurrent_activation):
     step (3x slower).
     """
     if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
-        return None
+        return _lstm_vjp_slopes(activation, recurrent_activation)
     ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
     per_gate = [ra, ra, ca, ra]  # i, f, c_hat, o
 
@@ -69,6 +70,42 @@ def _lstm_vjp(activation, recurrent_activation):
         d_c = d_new.c + d_h * o * slope_c
         d_gates = jnp.concatenate([d_c * c_hat, d_c * state.c, d_c * i, d_h * act_c], axis=-1)
         return (d_gates * slopes,), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
+
+    return vjp
+
+
+# jrnn's built-in activations: each acts element by element, so its jvp with a unit tangent is its slope.
+_ELEMENTWISE = frozenset(activations._BY_NAME.values())
+
+
+def _value_and_slope_jvp(fn, x):
+    """An element-wise activation at ``x`` and its slope there, as ``jax.grad`` takes it at kinks."""
+    return jax.jvp(fn, (x,), (jnp.ones_like(x),))
+
+
+def _lstm_vjp_slopes(activation, recurrent_activation):
+    """The LSTM gate math's vjp for other built-in activations (``_lstm_vjp``'s, slopes by jvp); else ``None``.
+
+    jrnn's default LSTM has hard_sigmoid gates, whose gradients came from ``jax.vjp`` of the gate
+    math: fwd+bwd 73-78 ms here against 91-104 at (32, 128, 128, 256) (bench/results/ab_fused.md).
+    The three recurrent-activation gates go through one call: taken gate by gate, XLA recomputed
+    them from the saved pre-activations after the step's write and copied the whole buffer every
+    step (282-308 ms; the test for those copies covers this cell).
+    """
+    if not {activation, recurrent_activation} <= _ELEMENTWISE:
+        return None  # a user's callable may mix elements: jax.vjp of the gate math
+
+    def vjp(pieces, state, d_y, d_new):
+        (pre,) = pieces  # gx + hr
+        p_i, p_f, p_c, p_o = jnp.split(pre, 4, axis=-1)
+        ifo, slopes_ifo = _value_and_slope_jvp(recurrent_activation, jnp.concatenate([p_i, p_f, p_o], axis=-1))
+        (i, f, o), (s_i, s_f, s_o) = jnp.split(ifo, 3, axis=-1), jnp.split(slopes_ifo, 3, axis=-1)
+        c_hat, s_c = _value_and_slope_jvp(activation, p_c)
+        act_c, slope_c = _value_and_slope_jvp(activation, f * state.c + i * c_hat)
+        d_h = d_y + d_new.h
+        d_c = d_new.c + d_h * o * slope_c
+        d_gates = [d_c * c_hat * s_i, d_c * state.c * s_f, d_c * i * s_c, d_h * act_c * s_o]
+        return (jnp.concatenate(d_gates, axis=-1),), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
 
     return vjp
 
