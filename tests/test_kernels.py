@@ -363,7 +363,7 @@ def test_wrappers_pass_use_fused():
     )
 
 
-def _copied_step_buffers(kind, write=None):
+def _copied_step_buffers(kind):
     """Widths of the ``(time, batch, k)`` arrays that the compiled fwd+bwd program copies, other
     than the input's (``k == n_in``: the weight gradients' transposed input, made once)."""
     batch, steps, n_in, units = 5, 11, 3, 7

@@ -505,8 +505,8 @@ def _write_last(bufs, d_pieces, t, waits_for):
     those that make a piece's gradient along with its write (the reset-after GRU's ``d_r`` reads
     ``hr``). A write that may run before such a read makes XLA copy the whole buffer every step:
     the reset-before GRU's fwd+bwd took 2.4x (16, 64, 32, 64) to 3.7x (32, 128, 128, 256) as long,
-    an LSTM with hard_sigmoid 1.8x to 3.2x (bench/results/dispatch.md). So each write waits for
-    ``waits_for`` (the state's gradient) and for the writes before it.
+    the hard_sigmoid LSTM (before its closed form) 1.8x to 3.2x (bench/results/ab_fused.md). So
+    each write waits for ``waits_for`` (the state's gradient) and for the writes before it.
     """
     written = []
     for buf, d in zip(bufs, d_pieces, strict=True):
