@@ -236,6 +236,40 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     assert _spec("gru", act, jrnn.activations.hard_sigmoid, True).pointwise_vjp is None
 
 
+@pytest.mark.parametrize(
+    "activation, recurrent_activation",
+    [("tanh", "hard_sigmoid"), ("tanh", "sigmoid"), ("relu", "hard_sigmoid_keras3"), ("softsign", "linear")],
+)
+def test_gru_reset_before_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
+    """The reset-before GRU's two-stage gate vjp (``Spec.mid_vjps``) against jax.vjp of its gate
+    math through ``s = (r * h) @ U_h``, kinks included (hard_sigmoid's +-2.5, relu's 0, ...)."""
+    from jrnn.kernels._fused import _spec
+
+    act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
+    spec = _spec("gru", act, ract, False)
+    assert spec.mid_vjps is not None  # else this would test nothing
+    keys = jax.random.split(jax.random.key(5), 6)
+    kinks = jnp.array([-3.0, -2.5, 0.0, 2.5, 3.0])
+    gx = (3.0 * jax.random.normal(keys[0], (4, 3 * 5))).at[0].set(jnp.tile(kinks, 3))
+    hr = (3.0 * jax.random.normal(keys[1], (4, 2 * 5))).at[0].set(0.0)  # row 0: the kinks themselves
+    state = jrnn.cells.GRUState(jax.random.normal(keys[2], (4, 5)))
+    u_h = jax.random.normal(keys[3], (5, 5))
+    d_y, d_h = jax.random.normal(keys[4], (2, 4, 5))
+
+    def gate_math(gx, hr, state):
+        s = spec.mid(gx, hr, state) @ u_h
+        return spec.pointwise(gx, hr, state, s)
+
+    _, vjp = jax.vjp(gate_math, gx, hr, state)
+    want = vjp((d_y, jrnn.cells.GRUState(d_h)))
+    first, second = spec.mid_vjps
+    s = spec.mid(gx, hr, state) @ u_h
+    d_s, partial = first(gx, hr, state, s, d_y, jrnn.cells.GRUState(d_h))
+    got = second(gx, hr, state, d_s @ u_h.T, partial)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
+    assert _spec("gru", act, _own_tanh, False).mid_vjps is None  # a user's callable: jax.vjp
+
+
 def test_vmap_and_jit_through_the_kernel():
     cell, params, state, xs = _setup("gru", (3, 5, 4, 6))
     one = lambda s, x: jrnn.kernels.run_fused(cell, params, jax.tree.map(lambda a: a[None], s), x[None])  # noqa: E731

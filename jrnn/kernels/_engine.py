@@ -87,6 +87,11 @@ class Spec(NamedTuple):
     # ``_saves_packed``, the forward saves these pieces instead of gx and hr whole.
     pack: Callable | None = None
     parts: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    # Optional, cells with mid: the gate math's vjp in a closed form, in two stages around the
+    # second product's ``d_a = d_s @ u2.T``: ``first(gx_t, hr_t, state, s_t, d_y, d_new) -> (d_s,
+    # partial)`` and ``second(gx_t, hr_t, state, d_a, partial) -> (d_gx, d_hr, d_state)``, the
+    # gradients of ``pointwise`` and ``mid`` together.
+    mid_vjps: tuple[Callable, Callable] | None = None
 
     def pieces(self, gx_t, hr_t, packed):
         """What the forward saves of a step for the backward: a tuple of ``(B, k)`` arrays."""
@@ -440,11 +445,17 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             _, vjp = jax.vjp(lambda z, st, s: spec.pointwise(z, 0.0, st, s), pieces_t[0], state_prev, s_t)
             d_gx, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
             d_hr = d_gx
+        elif spec.mid_vjps is not None:  # back through s = a @ u2 in between
+            gx_t, hr_t = pieces_t
+            first, second = spec.mid_vjps
+            d_s, partial = first(gx_t, hr_t, state_prev, s_t, d_raw_y, d_raw_state)
+            d_a = _project_dx(d_s, u2_t, drop.rec2)
+            d_gx, d_hr, d_state_pw = second(gx_t, hr_t, state_prev, d_a, partial)
         else:
             gx_t, hr_t = pieces_t
             _, vjp = jax.vjp(spec.pointwise, gx_t, hr_t, state_prev, s_t)
             d_gx, d_hr, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
-        if spec.mid is not None:  # back through s = a @ u2 and a = mid(gx, hr, state)
+        if spec.mid is not None and spec.mid_vjps is None:  # back through s = a @ u2 and a = mid(gx, hr, state)
             d_a = _project_dx(d_s, u2_t, drop.rec2)
             _, vjp_mid = jax.vjp(spec.mid, gx_t, hr_t, state_prev)
             d_gx_mid, d_hr_mid, d_state_mid = vjp_mid(d_a)

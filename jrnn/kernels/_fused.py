@@ -110,6 +110,39 @@ def _lstm_vjp_slopes(activation, recurrent_activation):
     return vjp
 
 
+def _gru_reset_before_vjps(activation, recurrent_activation):
+    """The reset-before GRU's gate math vjp, ``Spec.mid_vjps``, for built-in activations; else ``None``.
+
+    jrnn's default GRU (hard_sigmoid, reset_after=False). With ``a = r * h`` and ``s = a @ U_h``:
+    the first stage gives z's and the candidate's pre-activation gradients and ``d_s``; the second,
+    from ``d_a``, r's, and adds both stages' state gradients.
+    """
+    if not {activation, recurrent_activation} <= _ELEMENTWISE:
+        return None
+
+    def first(gx, hr, state, s, d_y, d_new):
+        x_z, _, x_h = jnp.split(gx, 3, axis=-1)
+        z, slope_z = _value_and_slope_jvp(recurrent_activation, x_z + jnp.split(hr, 2, axis=-1)[0])
+        n, slope_n = _value_and_slope_jvp(activation, x_h + s)
+        d_h = d_y + d_new.h
+        d_n = d_h * (1.0 - z) * slope_n
+        return d_n, (d_h * (state.h - n) * slope_z, d_n, d_h * z)
+
+    def second(gx, hr, state, d_a, partial):
+        d_z, d_n, d_h_z = partial
+        r, slope_r = _value_and_slope_jvp(
+            recurrent_activation, jnp.split(gx, 3, axis=-1)[1] + jnp.split(hr, 2, axis=-1)[1]
+        )
+        d_r = d_a * state.h * slope_r
+        return (
+            jnp.concatenate([d_z, d_r, d_n], axis=-1),
+            jnp.concatenate([d_z, d_r], axis=-1),
+            GRUState(d_h_z + d_a * r),
+        )
+
+    return first, second
+
+
 def _gru_pack(gx, hr):
     """The reset-after GRU's step as ``(z and r sums, x_n, h_n)``: 4 units, against 6 for gx and hr.
 
@@ -177,7 +210,7 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
             h = z * state.h + (1 - z) * activation(x_h + s)
             return h, GRUState(h)
 
-        return Spec(pointwise, _h, mid)
+        return Spec(pointwise, _h, mid, mid_vjps=_gru_reset_before_vjps(activation, recurrent_activation))
     if kind == "gru":
 
         def pointwise(gx, hr, state, _):
