@@ -24,6 +24,7 @@ CELLS = {
     "lstm_keras2": lambda u: jrnn.cells.lstm(u),  # hard_sigmoid: a kink the gradients must respect
     "lstm_callable": lambda u: jrnn.cells.lstm(u, activation=_own_tanh),  # jax.vjp of the gate math
     "gru": lambda u: jrnn.cells.gru(u, reset_after=True, activation="relu"),
+    "gru_callable": lambda u: jrnn.cells.gru(u, reset_after=True, activation=_own_tanh),  # jax.vjp
     "gru_reset_before": lambda u: jrnn.cells.gru(u),  # Keras 2 defaults: hard_sigmoid, (r * h) @ U_h
     # tanh/sigmoid: the closed-form gate gradients on the packed residuals (_fused._gru_pack)
     "gru_closed_form": lambda u: jrnn.cells.gru(u, reset_after=True, recurrent_activation="sigmoid"),
@@ -211,11 +212,19 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     assert _spec("lstm", act, _own_tanh).pointwise_vjp is None  # a user's callable: jax.vjp
 
 
-@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
-@pytest.mark.parametrize("recurrent_activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize(
+    "activation, recurrent_activation",
+    [
+        *((a, r) for a in ("tanh", "sigmoid") for r in ("tanh", "sigmoid")),  # one tanh for values and slopes
+        ("tanh", "hard_sigmoid"),  # slopes by jvp
+        ("relu", "hard_sigmoid_keras3"),
+        ("softsign", "softplus"),
+    ],
+)
 def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
     """The reset-after GRU's closed-form gate vjp against jax.vjp of its gate math, through what the
-    forward saves (``_gru_pack``: z and r as sums) and back to gx's and hr's gradients."""
+    forward saves (``_gru_pack``: z and r as sums) and back to gx's and hr's gradients; row 0 of
+    the pre-activations on the activations' kinks."""
     from jrnn.kernels._fused import _spec
 
     act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
@@ -223,6 +232,7 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     assert spec.pointwise_vjp is not None  # else this would test nothing
     keys = jax.random.split(jax.random.key(4), 4)
     gx, hr = (3.0 * jax.random.normal(k, (4, 3 * 5)) for k in keys[:2])  # into the saturated range too
+    gx, hr = gx.at[0].set(jnp.tile(jnp.array([-3.0, -2.5, 0.0, 2.5, 3.0]), 3)), hr.at[0].set(0.0)
     state = jrnn.cells.GRUState(jax.random.normal(keys[2], (4, 5)))
     d_y, d_h = jax.random.normal(keys[3], (2, 4, 5))
     _, vjp = jax.vjp(lambda g, h, st: spec.pointwise(g, h, st, None), gx, hr, state)
@@ -233,7 +243,7 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), (got, got_state), ((d_gx, d_hr), d_state)
     )
-    assert _spec("gru", act, jrnn.activations.hard_sigmoid, True).pointwise_vjp is None
+    assert _spec("gru", act, _own_tanh, True).pointwise_vjp is None  # a user's callable: jax.vjp
 
 
 @pytest.mark.parametrize(
@@ -412,13 +422,12 @@ def _copied_step_buffers(kind):
     return sorted(int(k) for t, b, k in shapes if (int(t), int(b)) == (steps, batch) and int(k) != n_in)
 
 
-@pytest.mark.parametrize("kind", ["lstm_callable", "gru", "gru_reset_before", "simple_rnn", "lstm_keras2"])
+@pytest.mark.parametrize("kind", sorted(CELLS))
 def test_the_backward_overwrites_its_saved_steps_in_place(kind):
-    """``_engine._write_last``: cells whose gate gradients come from ``jax.vjp`` (jrnn's Keras-2
-    default GRU among them) overwrite each step's saved pre-activations with their gradients
-    without copying the whole buffer first. Without the ordering, XLA copied it every step (the
-    reset-before GRU's fwd+bwd 2.4-3.7x as long, bench/results/ab_fused.md). The default LSTM's
-    gradients come from ``_fused._lstm_vjp_slopes``, which gate by gate made such copies too."""
+    """``_engine._write_last``: every cell's backward overwrites each step's saved pre-activations
+    with their gradients without copying the whole buffer first. Without the ordering, XLA copied it
+    every step for the cells whose gate gradients come from ``jax.vjp`` (the reset-before GRU's
+    fwd+bwd 2.4-3.7x as long, bench/results/ab_fused.md) and for some closed forms (the relu GRU)."""
     assert _copied_step_buffers(kind) == []
 
 

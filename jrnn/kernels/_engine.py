@@ -469,9 +469,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_prev = jax.tree.map(jnp.add, d_prev, d_skip)
         if spec.pointwise_vjp is None:
             d_pieces = (d_gx,) if spec.additive else (d_gx, d_hr)
-            bufs = _write_last(bufs, d_pieces, t, jax.tree.leaves(d_prev))
-        else:
-            bufs = tuple(jax.lax.dynamic_update_index_in_dim(b, d, t, 0) for b, d in zip(bufs, d_pieces, strict=True))
+        bufs = _write_last(bufs, d_pieces, t, jax.tree.leaves(d_prev))
         return (d_prev, d_carry_y, bufs), d_s
 
     def step(carry, inputs):  # one carry and one set of residuals per lane
@@ -510,14 +508,16 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
 def _write_last(bufs, d_pieces, t, waits_for):
     """``bufs`` with step ``t`` overwritten by ``d_pieces``, after ``waits_for`` and in order.
 
-    The gradients overwrite the step's saved pre-activations in place. In the backward of a cell
-    without a closed-form vjp (``jax.vjp`` of the gate math), XLA recomputes gate values from the
-    saved ones inside later fusions: those that make the state's gradient (after the products) and
-    those that make a piece's gradient along with its write (the reset-after GRU's ``d_r`` reads
-    ``hr``). A write that may run before such a read makes XLA copy the whole buffer every step:
-    the reset-before GRU's fwd+bwd took 2.4x (16, 64, 32, 64) to 3.7x (32, 128, 128, 256) as long,
-    the hard_sigmoid LSTM (before its closed form) 1.8x to 3.2x (bench/results/ab_fused.md). So
-    each write waits for ``waits_for`` (the state's gradient) and for the writes before it.
+    The gradients overwrite the step's saved pre-activations in place, and XLA may recompute gate
+    values from the saved ones inside later fusions: those that make the state's gradient (after
+    the products) and those that make a piece's gradient along with its write (the reset-after
+    GRU's ``d_r`` reads ``hr``). A write that may run before such a read makes XLA copy the whole
+    buffer every step. With ``jax.vjp`` of the gate math the reset-before GRU's fwd+bwd took 2.4x
+    (16, 64, 32, 64) to 3.7x (32, 128, 128, 256) as long, the hard_sigmoid LSTM 1.8x to 3.2x
+    (bench/results/ab_fused.md); the closed forms with jvp slopes copied too (the relu GRU), those
+    with one tanh did not. So every write waits for ``waits_for`` (the state's gradient) and for
+    the writes before it: for the tanh/sigmoid LSTM and GRU that moved fwd+bwd by -4% to +2%,
+    within the noise.
     """
     written = []
     for buf, d in zip(bufs, d_pieces, strict=True):

@@ -161,22 +161,30 @@ def _gru_pack(gx, hr):
 _GRU_PARTS = ((0, 1), (0, 2))
 
 
-def _gru_vjp(activation, recurrent_activation):
-    """The reset-after GRU gate math's vjp for tanh/sigmoid activations (see ``_lstm_vjp``); else ``None``.
+def _slopes_of(activation):
+    """``x -> (activation(x), its slope)``: one tanh for ``_TANH_FORMS``, else the jvp."""
+    if activation in _TANH_FORMS:
+        return functools.partial(_value_and_slope, _TANH_FORMS[activation])
+    return functools.partial(_value_and_slope_jvp, activation)
 
-    On ``_gru_pack``'s pieces, their gradients out. fwd+bwd -1.6% at (16, 64, 32, 64) and -2.8% at
-    (32, 128, 128, 256) over many shuffled rounds, unchanged at (64, 256, 256, 512); within the
-    noise in the recorded run (bench/results/ab_fused.md).
+
+def _gru_vjp(activation, recurrent_activation):
+    """The reset-after GRU gate math's vjp for built-in activations (see ``_lstm_vjp``); else ``None``.
+
+    On ``_gru_pack``'s pieces, their gradients out. With tanh/sigmoid: fwd+bwd -1.6% at (16, 64, 32,
+    64) and -2.8% at (32, 128, 128, 256) over many shuffled rounds, unchanged at (64, 256, 256,
+    512); within the noise in the recorded run (bench/results/ab_fused.md). Other built-in
+    activations take their slopes by jvp (``_lstm_vjp_slopes``).
     """
-    if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
-        return None
-    ra, ca = _TANH_FORMS[recurrent_activation], _TANH_FORMS[activation]
+    if not {activation, recurrent_activation} <= _ELEMENTWISE:
+        return None  # a user's callable: jax.vjp of the gate math
+    rec_slopes, slopes = _slopes_of(recurrent_activation), _slopes_of(activation)
 
     def vjp(pieces, state, d_y, d_new):
         zr_pre, x_n, h_n = pieces
-        zr, slope_zr = _value_and_slope(ra, zr_pre)
+        zr, slope_zr = rec_slopes(zr_pre)
         z, r = jnp.split(zr, 2, axis=-1)
-        n, slope_n = _value_and_slope(ca, x_n + r * h_n)
+        n, slope_n = slopes(x_n + r * h_n)
         d_h = d_y + d_new.h
         d_n = d_h * (1.0 - z) * slope_n
         d_zr = jnp.concatenate([d_h * (state.h - n), d_n * h_n], axis=-1) * slope_zr
