@@ -83,25 +83,33 @@ def _value_and_slope_jvp(fn, x):
     return jax.jvp(fn, (x,), (jnp.ones_like(x),))
 
 
+def _slopes_of(activation):
+    """``x -> (activation(x), its slope)``: one tanh for ``_TANH_FORMS``, else the jvp."""
+    if activation in _TANH_FORMS:
+        return functools.partial(_value_and_slope, _TANH_FORMS[activation])
+    return functools.partial(_value_and_slope_jvp, activation)
+
+
 def _lstm_vjp_slopes(activation, recurrent_activation):
     """The LSTM gate math's vjp for other built-in activations (``_lstm_vjp``'s, slopes by jvp); else ``None``.
 
     jrnn's default LSTM has hard_sigmoid gates, whose gradients came from ``jax.vjp`` of the gate
-    math: fwd+bwd 73-78 ms here against 91-104 at (32, 128, 128, 256) (bench/results/ab_fused.md).
-    The three recurrent-activation gates go through one call: taken gate by gate, XLA recomputed
-    them from the saved pre-activations after the step's write and copied the whole buffer every
-    step (282-308 ms; the test for those copies covers this cell).
+    math: this took its fwd+bwd 23-24% lower at (16, 64, 32, 64) and (32, 128, 128, 256)
+    (bench/results/ab_fused.md). The three recurrent-activation gates go through one call: taken
+    gate by gate, XLA recomputed them from the saved pre-activations after the step's write and
+    copied the whole buffer every step (3x slower; the test for those copies covers this cell).
     """
     if not {activation, recurrent_activation} <= _ELEMENTWISE:
         return None  # a user's callable may mix elements: jax.vjp of the gate math
+    rec_slopes, slopes = _slopes_of(recurrent_activation), _slopes_of(activation)
 
     def vjp(pieces, state, d_y, d_new):
         (pre,) = pieces  # gx + hr
         p_i, p_f, p_c, p_o = jnp.split(pre, 4, axis=-1)
-        ifo, slopes_ifo = _value_and_slope_jvp(recurrent_activation, jnp.concatenate([p_i, p_f, p_o], axis=-1))
+        ifo, slopes_ifo = rec_slopes(jnp.concatenate([p_i, p_f, p_o], axis=-1))
         (i, f, o), (s_i, s_f, s_o) = jnp.split(ifo, 3, axis=-1), jnp.split(slopes_ifo, 3, axis=-1)
-        c_hat, s_c = _value_and_slope_jvp(activation, p_c)
-        act_c, slope_c = _value_and_slope_jvp(activation, f * state.c + i * c_hat)
+        c_hat, s_c = slopes(p_c)
+        act_c, slope_c = slopes(f * state.c + i * c_hat)
         d_h = d_y + d_new.h
         d_c = d_new.c + d_h * o * slope_c
         d_gates = [d_c * c_hat * s_i, d_c * state.c * s_f, d_c * i * s_c, d_h * act_c * s_o]
@@ -118,21 +126,20 @@ def _gru_reset_before_vjps(activation, recurrent_activation):
     from ``d_a``, r's, and adds both stages' state gradients.
     """
     if not {activation, recurrent_activation} <= _ELEMENTWISE:
-        return None
+        return None  # a user's callable: jax.vjp of pointwise and mid
+    rec_slopes, slopes = _slopes_of(recurrent_activation), _slopes_of(activation)
 
     def first(gx, hr, state, s, d_y, d_new):
         x_z, _, x_h = jnp.split(gx, 3, axis=-1)
-        z, slope_z = _value_and_slope_jvp(recurrent_activation, x_z + jnp.split(hr, 2, axis=-1)[0])
-        n, slope_n = _value_and_slope_jvp(activation, x_h + s)
+        z, slope_z = rec_slopes(x_z + jnp.split(hr, 2, axis=-1)[0])
+        n, slope_n = slopes(x_h + s)
         d_h = d_y + d_new.h
         d_n = d_h * (1.0 - z) * slope_n
         return d_n, (d_h * (state.h - n) * slope_z, d_n, d_h * z)
 
     def second(gx, hr, state, d_a, partial):
         d_z, d_n, d_h_z = partial
-        r, slope_r = _value_and_slope_jvp(
-            recurrent_activation, jnp.split(gx, 3, axis=-1)[1] + jnp.split(hr, 2, axis=-1)[1]
-        )
+        r, slope_r = rec_slopes(jnp.split(gx, 3, axis=-1)[1] + jnp.split(hr, 2, axis=-1)[1])
         d_r = d_a * state.h * slope_r
         return (
             jnp.concatenate([d_z, d_r, d_n], axis=-1),
@@ -159,13 +166,6 @@ def _gru_pack(gx, hr):
 
 # The pieces' gradients as gx's and hr's: d_gx = [d_zr, d_xn], d_hr = [d_zr, d_hn].
 _GRU_PARTS = ((0, 1), (0, 2))
-
-
-def _slopes_of(activation):
-    """``x -> (activation(x), its slope)``: one tanh for ``_TANH_FORMS``, else the jvp."""
-    if activation in _TANH_FORMS:
-        return functools.partial(_value_and_slope, _TANH_FORMS[activation])
-    return functools.partial(_value_and_slope_jvp, activation)
 
 
 def _gru_vjp(activation, recurrent_activation):
