@@ -64,14 +64,27 @@ def _lstm_vjp(activation, recurrent_activation):
             jnp.repeat(jnp.array(c, jnp.float32), units).reshape((*lead, -1)) for c in zip(*per_gate, strict=True)
         ]
         gates, slopes = _value_and_slope(columns, pre)
-        i, f, c_hat, o = jnp.split(gates, 4, axis=-1)
-        act_c, slope_c = _value_and_slope(ca, f * state.c + i * c_hat)
-        d_h = d_y + d_new.h
-        d_c = d_new.c + d_h * o * slope_c
-        d_gates = jnp.concatenate([d_c * c_hat, d_c * state.c, d_c * i, d_h * act_c], axis=-1)
-        return (d_gates * slopes,), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
+
+        def scale(d_gates):  # one product at full width
+            return jnp.concatenate(d_gates, axis=-1) * slopes
+
+        return _lstm_gate_grads(jnp.split(gates, 4, axis=-1), scale, _slopes_of(activation), state, d_y, d_new)
 
     return vjp
+
+
+def _lstm_gate_grads(gates, scale, act_slopes, state, d_y, d_new):
+    """The LSTM closed forms' shared part: from the gates ``(i, f, c_hat, o)``, ``(d_pre,), d_state``.
+
+    ``scale`` takes the gradients of the four gate values to the pre-activations' (joined), and
+    ``act_slopes`` is ``_slopes_of(activation)``, for ``c``.
+    """
+    i, f, c_hat, o = gates
+    act_c, slope_c = act_slopes(f * state.c + i * c_hat)
+    d_h = d_y + d_new.h
+    d_c = d_new.c + d_h * o * slope_c
+    d_gates = scale([d_c * c_hat, d_c * state.c, d_c * i, d_h * act_c])
+    return (d_gates,), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
 
 
 # jrnn's built-in activations: each acts element by element, so its jvp with a unit tangent is its slope.
@@ -109,11 +122,11 @@ def _lstm_vjp_slopes(activation, recurrent_activation):
         ifo, slopes_ifo = rec_slopes(jnp.concatenate([p_i, p_f, p_o], axis=-1))
         (i, f, o), (s_i, s_f, s_o) = jnp.split(ifo, 3, axis=-1), jnp.split(slopes_ifo, 3, axis=-1)
         c_hat, s_c = slopes(p_c)
-        act_c, slope_c = slopes(f * state.c + i * c_hat)
-        d_h = d_y + d_new.h
-        d_c = d_new.c + d_h * o * slope_c
-        d_gates = [d_c * c_hat * s_i, d_c * state.c * s_f, d_c * i * s_c, d_h * act_c * s_o]
-        return (jnp.concatenate(d_gates, axis=-1),), LSTMState(h=jnp.zeros_like(state.h), c=d_c * f)
+
+        def scale(d_gates):  # gate by gate, then joined
+            return jnp.concatenate([d * s for d, s in zip(d_gates, (s_i, s_f, s_c, s_o), strict=True)], axis=-1)
+
+        return _lstm_gate_grads((i, f, c_hat, o), scale, slopes, state, d_y, d_new)
 
     return vjp
 
