@@ -82,7 +82,8 @@ _SHARDED = textwrap.dedent(
 
 def test_data_parallel_step_over_four_host_devices_matches_one_device():
     # The device count is fixed when JAX starts, so the sharded run gets its own interpreter.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sharded ok" in done.stdout
