@@ -47,9 +47,11 @@ def _lstm_vjp(activation, recurrent_activation):
     gradients are one product: eight smaller operations and a cheaper concatenate. The gain in
     fwd+bwd is small, the matmuls dominate: -2.5% at (16, 64, 32, 64) and -3% at (32, 128, 128, 256)
     over many shuffled rounds (with the backward's dropped zero carry), within the noise in the
-    recorded run (bench/results/ab_fused.md). Saving ``tanh(k * pre)`` in the forward instead of
-    ``pre`` would skip the backward's tanh, but XLA then copied the whole saved buffer twice per
-    step (3x slower).
+    recorded run (bench/results/ab_fused.md). Saving the gate values in the forward instead of
+    ``pre`` would skip the backward's tanh: before ``_engine._write_last`` XLA copied the whole
+    saved buffer twice per step (3x slower); with it, fwd+bwd was still 7-8% slower at the two
+    smaller sizes, the gate fusions reading column slices of the saved step as scalar code
+    (as four buffers, one per gate: no faster than saving ``pre``; ab_fused.md).
     """
     if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
         return _lstm_vjp_slopes(activation, recurrent_activation)
