@@ -17,8 +17,9 @@ touch $(2)/.installed
 endef
 
 # $(call run_tests,DIR): the suite in DIR's Python. pytest exits 5 when it collects no test; that
-# is not a failure of the code under test.
-run_tests = JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(1)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS); \
+# is not a failure of the code under test. The 15 slowest tests are listed at the end, to keep an
+# eye on CI's 15-minute budget (the suite took 14 of them before tests/conftest.py's XLA flag).
+run_tests = JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(1)/bin/python -m pytest -n 2 -q --durations=15 $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 $(STAMP): pyproject.toml
