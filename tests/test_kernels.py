@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from functools import partial
 
 import jax
@@ -468,3 +472,48 @@ def test_the_weight_gradients_input_copies_wait_for_the_backward_loop(monkeypatc
     finally:
         jax.clear_caches()  # and no trace of the patched kernel outlives this test
     assert ordered < 32 and ordered + 1.5 < unordered, (ordered, unordered)
+
+
+# The backward loop's two lanes at (32, 128, 128, 256), compiled in a subprocess with XLA's
+# executor log on (C++ logging reads its settings when the process starts): each ``thunk`` line
+# names an operation and the operations it waits for, read from the buffers they share.
+_LANE_PRODUCTS = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, jrnn
+    from jrnn.kernels import _engine
+    _engine._cores = lambda: 2
+    if {unheld}:
+        _engine._holding = lambda d_h, d_state: d_h
+    cell = jrnn.cells.gru(256, reset_after=True, recurrent_activation="sigmoid")
+    params = cell.init_params(jax.random.key(0), 128)
+    state = cell.init_state((32,))
+    xs = jnp.zeros((32, 128, 128))
+    loss = lambda p, x: jnp.sum(jrnn.kernels.run_fused(cell, p, state, x)[0] ** 2)
+    jax.jit(jax.grad(loss, (0, 1))).lower(params, xs).compile()
+    """
+)
+
+
+def _backward_products_waits(unheld=False):
+    """For the backward loop's per-step products (the executor whose only matmuls are two), the
+    other products each waits for."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "thunk_executor=6", "JAX_PLATFORMS": "cpu"}
+    script = _LANE_PRODUCTS.format(unheld=unheld)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for graph in done.stderr.split("Constructed ThunkExecutor"):
+        products = re.findall(r"op_name=(\S+), kind=ynn-fusion, dependencies=\[([^\]]*)\]", graph)
+        if len(products) == 2 and "update-slice" in graph:
+            names = {name for name, _ in products}
+            return {name: names & set(deps.split(", ")) for name, deps in products}
+    raise AssertionError("no executor graph with the backward loop's two products in XLA's log")
+
+
+def test_the_backward_lanes_products_do_not_wait_for_each_other():
+    """The reset-after GRU's lanes ran their step products one after the other (_engine._holding)."""
+    assert all(not waits for waits in _backward_products_waits().values())
+
+
+def test_without_holding_one_lanes_product_waits_for_the_others():
+    """The check above can fail: without ``_holding`` one product waits for the other's bytes."""
+    assert any(_backward_products_waits(unheld=True).values())

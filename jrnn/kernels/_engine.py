@@ -462,6 +462,8 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_gx, d_hr = d_gx + d_gx_mid, d_hr + d_hr_mid
             d_state_pw = jax.tree.map(jnp.add, d_state_pw, d_state_mid)
         d_h = _project_dx(d_hr, u_t, drop.rec)
+        if len(lanes) > 1:
+            d_h = _holding(d_h, d_state)
         _, vjp_in = jax.vjp(spec.rec_input, state_prev)
         (d_state_in,) = vjp_in(d_h)
         d_prev = jax.tree.map(jnp.add, d_state_pw, d_state_in)
@@ -503,6 +505,19 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     d_wt = jax.tree.map(lambda *a: reduce(jnp.add, a), *(g for g, _ in grads))
     dxs = _join([dx for _, dx in grads], axis=1)
     return (*_cast_grads(wt, xs, d_wt, dxs), _join([c[0] for c in carry]))
+
+
+def _holding(d_h, d_state):
+    """``d_h``, a lane's recurrent product in the backward, made after reading ``d_state``.
+
+    The step's incoming state gradient is dead once the gate math has read it, and XLA gave its
+    buffer (a loop carry) to the other lane's product input, then to this lane's product output:
+    the executor orders a write after the reads of the same bytes, so the reset-after GRU's two
+    lanes ran their products one after the other (~70 us a step at (32, 128, 128, 256)). Read
+    here, the buffer stays this lane's until its product is done: the GRU's fwd+bwd there took
+    9-10% less in two A/B runs, the other cells within the noise (bench/results/ab_fused.md).
+    """
+    return reduce(_after, jax.tree.leaves(d_state), d_h)
 
 
 def _write_last(bufs, d_pieces, t, waits_for):
