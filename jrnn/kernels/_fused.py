@@ -100,9 +100,8 @@ def _lstm_gates(activation, recurrent_activation):
         return gates
     forms = _lstm_forms(activation, recurrent_activation)
 
-    def gates_tanh(pre):
-        a, k, b = _columns(forms, pre)
-        return tuple(jnp.split(jnp.tanh(pre * k) * a + b, 4, axis=-1))
+    def gates_tanh(pre):  # the slopes are left unused (and compiled away)
+        return tuple(jnp.split(_value_and_slope(_columns(forms, pre), pre)[0], 4, axis=-1))
 
     return gates_tanh
 
