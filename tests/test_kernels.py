@@ -35,6 +35,8 @@ CELLS = {
     "simple_rnn": lambda u: jrnn.cells.simple_rnn(u),
 }
 SIZES = [(1, 1, 1, 1), (3, 7, 5, 6)]  # (batch, time, n_in, units)
+# Pre-activations on the built-in activations' kinks: hard_sigmoid_keras3 (+-3), hard_sigmoid (+-2.5), relu (0).
+_KINKS = np.array([-3.0, -2.5, 0.0, 2.5, 3.0], np.float32)
 
 
 def _setup(kind, size, seed=0):
@@ -205,8 +207,7 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     assert spec.pointwise_vjp is not None  # else this would test nothing
     keys = jax.random.split(jax.random.key(3), 5)
     pre = 3.0 * jax.random.normal(keys[0], (4, 4 * 5))  # into the saturated range too
-    kinks = jnp.array([-3.0, -2.5, 0.0, 2.5, 3.0])
-    pre = pre.at[0].set(jnp.tile(kinks, 4)).at[1, :5].set(kinks)
+    pre = pre.at[0].set(jnp.tile(_KINKS, 4)).at[1, :5].set(_KINKS)
     state = jrnn.cells.LSTMState(*(jax.random.normal(k, (4, 5)) for k in keys[1:3]))
     d_y, d_c = (jax.random.normal(k, (4, 5)) for k in keys[3:])
     d_new = jrnn.cells.LSTMState(h=d_y[::-1], c=d_c)
@@ -238,7 +239,7 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     assert spec.pointwise_vjp is not None  # else this would test nothing
     keys = jax.random.split(jax.random.key(4), 4)
     gx, hr = (3.0 * jax.random.normal(k, (4, 3 * 5)) for k in keys[:2])  # into the saturated range too
-    gx, hr = gx.at[0].set(jnp.tile(jnp.array([-3.0, -2.5, 0.0, 2.5, 3.0]), 3)), hr.at[0].set(0.0)
+    gx, hr = gx.at[0].set(jnp.tile(_KINKS, 3)), hr.at[0].set(0.0)
     state = jrnn.cells.GRUState(jax.random.normal(keys[2], (4, 5)))
     d_y, d_h = jax.random.normal(keys[3], (2, 4, 5))
     _, vjp = jax.vjp(lambda g, h, st: spec.pointwise(g, h, st, None), gx, hr, state)
@@ -265,8 +266,7 @@ def test_gru_reset_before_closed_form_gate_gradients_match_jax_vjp(activation, r
     spec = _spec("gru", act, ract, False)
     assert spec.mid_vjps is not None  # else this would test nothing
     keys = jax.random.split(jax.random.key(5), 6)
-    kinks = jnp.array([-3.0, -2.5, 0.0, 2.5, 3.0])
-    gx = (3.0 * jax.random.normal(keys[0], (4, 3 * 5))).at[0].set(jnp.tile(kinks, 3))
+    gx = (3.0 * jax.random.normal(keys[0], (4, 3 * 5))).at[0].set(jnp.tile(_KINKS, 3))
     hr = (3.0 * jax.random.normal(keys[1], (4, 2 * 5))).at[0].set(0.0)  # row 0: the kinks themselves
     state = jrnn.cells.GRUState(jax.random.normal(keys[2], (4, 5)))
     u_h = jax.random.normal(keys[3], (5, 5))
