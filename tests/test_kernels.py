@@ -107,17 +107,8 @@ def test_zero_output_time_major_and_no_bias(kind):
     _compare(cell, params, state, xs, mask=mask, time_major=True, zero_output_for_mask=True)
 
 
-@pytest.fixture
-def packed(monkeypatch):
-    """The forward saves ``Spec.pack``'s pieces (the reset-after GRU's) at any size."""
-    monkeypatch.setattr(_engine, "_PACK_MIN_BYTES", 0)
-    jax.clear_caches()  # kernels compiled before for the same shapes saved gx and hr whole
-    yield
-    jax.clear_caches()
-
-
 @pytest.mark.parametrize("pattern, reverse, lanes", [("holes", True, False), ("right", False, True)])
-def test_gru_packed_residuals_match_the_scan(pattern, reverse, lanes, packed, request):
+def test_gru_packed_residuals_match_the_scan(pattern, reverse, lanes, request):
     """Saved as ``_fused._gru_pack``'s pieces (4 units a step, not 6), in one lane or two."""
     if lanes:
         request.getfixturevalue("two_lanes")
@@ -134,12 +125,9 @@ def test_gru_packed_residuals_match_the_scan(pattern, reverse, lanes, packed, re
 
 
 @pytest.mark.parametrize("implementation", [1, 2])
-@pytest.mark.parametrize("kind", ["lstm", "gru_closed_form", "gru_packed", "gru_reset_before"])
-def test_dropout_masks_enter_the_kernel(implementation, kind, request):
+@pytest.mark.parametrize("kind", ["lstm", "gru_closed_form", "gru_reset_before"])
+def test_dropout_masks_enter_the_kernel(implementation, kind):
     """Masks of one per gate (implementation 1) are cut to the packed residuals' column blocks."""
-    if kind == "gru_packed":
-        request.getfixturevalue("packed")
-        kind = "gru_closed_form"
     factory = {  # tanh/sigmoid: the closed-form gate gradients (_fused._lstm_vjp, _gru_vjp) under dropout
         "lstm": partial(jrnn.cells.lstm, recurrent_activation="sigmoid"),
         "gru_closed_form": partial(jrnn.cells.gru, reset_after=True, recurrent_activation="sigmoid"),
@@ -214,7 +202,7 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
     _, vjp = jax.vjp(lambda z, st: spec.pointwise(z, 0.0, st, None), pre, state)
     d_pre, d_state = vjp((d_y, d_new))
     want = ((d_pre,), d_state)
-    got = spec.pointwise_vjp(spec.pieces(pre, 0.0, False), state, d_y, d_new)
+    got = spec.pointwise_vjp(spec.pieces(pre, 0.0), state, d_y, d_new)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
     assert _spec("lstm", act, _own_tanh).pointwise_vjp is None  # a user's callable: jax.vjp
 
@@ -230,9 +218,9 @@ def test_lstm_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_act
 )
 def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_activation):
     """The reset-after GRU's closed-form gate vjp against jax.vjp of its gate math, through what the
-    forward saves (``_gru_pack``: z and r as sums) and back to gx's and hr's gradients; row 0 of
-    the pre-activations on the activations' kinks."""
-    from jrnn.kernels._fused import _spec
+    forward saves (with tanh/sigmoid ``_gru_pack``'s pieces, z and r as sums; else gx and hr) and
+    back to gx's and hr's gradients; row 0 of the pre-activations on the activations' kinks."""
+    from jrnn.kernels._fused import _TANH_FORMS, _spec
 
     act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
     spec = _spec("gru", act, ract, True)
@@ -244,9 +232,11 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     d_y, d_h = jax.random.normal(keys[3], (2, 4, 5))
     _, vjp = jax.vjp(lambda g, h, st: spec.pointwise(g, h, st, None), gx, hr, state)
     d_gx, d_hr, d_state = vjp((d_y, jrnn.cells.GRUState(d_h)))
-    d_pieces, got_state = spec.pointwise_vjp(spec.pieces(gx, hr, True), state, d_y, jrnn.cells.GRUState(d_h))
-    assert sum(p.shape[-1] for p in d_pieces) == 4 * 5  # the packed pieces take 4 units a step, not 6
-    got = tuple(jnp.concatenate(parts, axis=-1) for parts in spec.grad_parts(d_pieces, True))
+    d_pieces, got_state = spec.pointwise_vjp(spec.pieces(gx, hr), state, d_y, jrnn.cells.GRUState(d_h))
+    packed = {act, ract} <= _TANH_FORMS.keys()  # the one-tanh form saves the packed pieces
+    assert (spec.pack is not None) == packed
+    assert sum(p.shape[-1] for p in d_pieces) == (4 if packed else 6) * 5  # packed: 4 units a step, not 6
+    got = tuple(jnp.concatenate(parts, axis=-1) for parts in spec.grad_parts(d_pieces))
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), (got, got_state), ((d_gx, d_hr), d_state)
     )

@@ -7,8 +7,8 @@ gradients (``dgx``, ``dhr``) with one small matmul per step; the weight, bias an
 are then large matmuls over all steps. On the CPU both loops run the batch as two independent
 lanes of rows, one per core (``_lanes``); the forward saves each lane's residuals apart, for the
 backward's lane to read and overwrite. What it saves of the pre-activations is ``Spec.pieces``:
-``gx + hr`` for cells that only see the sum, ``gx`` and ``hr`` otherwise, or (large sizes, the
-reset-after GRU) ``Spec.pack``'s column blocks, whose gradients the weight gradients use in place.
+``gx + hr`` for cells that only see the sum, ``gx`` and ``hr`` otherwise, or (the reset-after GRU)
+``Spec.pack``'s column blocks, whose gradients the weight gradients use in place.
 
 A kernel supplies ``pointwise(gx_t, hr_t, state, s_t) -> (y, new_state)``, the gate math after the
 matmuls, and ``rec_input(state) -> h``, the recurrent matmul's input. A cell whose second
@@ -77,14 +77,20 @@ class Spec(NamedTuple):
     additive: bool = False  # pointwise depends on gx_t + hr_t only: save the sum, one gradient for both
     # Optional, cells without mid: pointwise's vjp in a closed form that XLA fuses into fewer
     # operations than jax.vjp's, (pieces_t, state, d_y, d_new_state) -> (d_pieces, d_state), where
-    # pieces_t is ``pack(gx_t, hr_t)`` for cells with ``pack``, else the step's ``pieces`` unpacked,
-    # and d_pieces their gradients.
+    # pieces_t is the step's saved ``pieces``, and d_pieces their gradients.
     pointwise_vjp: Callable | None = None
     # Optional, with pointwise_vjp: pointwise_vjp's pieces as column blocks of the step's
     # pre-activations, ``(gx_t, hr_t) -> (piece, ...)``, and which pieces' gradients, joined in
     # order, make up gx's and hr's gradients: ``parts = (gx_pieces, hr_pieces)``. Blocks that gx
-    # and hr enter only as a sum are one piece, the sum (the reset-after GRU's z and r). Where
-    # ``_saves_packed``, the forward saves these pieces instead of gx and hr whole.
+    # and hr enter only as a sum are one piece, the sum (the reset-after GRU's z and r). The forward
+    # saves these pieces instead of gx and hr: for the tanh/sigmoid reset-after GRU 4 units a step
+    # against 6, in more, smaller operations (other activations: ``_fused._on_gx_and_hr``). Once
+    # saved so only from 8 MiB up (5% slower packed at (16, 64, 32, 64) then); with the backward's
+    # writes ordered, packed at every size its fwd+bwd took 3-19% less at 7 of 11 sizes with batch
+    # 1-128 and 8-100 units, was within 2% at 3, and at (1, 100, 8, 16), 0.25 ms a call, -2% in one
+    # run and +9% in another (bench/results/ab_fused.md). At (32, 128, 128, 256) it keeps the
+    # fwd+bwd's temporary buffer at 26.4 MiB (34.0 with gx and hr), under the 32 MiB line where
+    # glibc maps it afresh every call (bench/results/cpu_malloc.md).
     pack: Callable | None = None
     parts: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     # Optional, cells with mid: the gate math's vjp in a closed form, in two stages around the
@@ -93,30 +99,16 @@ class Spec(NamedTuple):
     # gradients of ``pointwise`` and ``mid`` together.
     mid_vjps: tuple[Callable, Callable] | None = None
 
-    def pieces(self, gx_t, hr_t, packed):
+    def pieces(self, gx_t, hr_t):
         """What the forward saves of a step for the backward: a tuple of ``(B, k)`` arrays."""
-        if packed:
+        if self.pack is not None:
             return self.pack(gx_t, hr_t)
         return (gx_t + hr_t,) if self.additive else (gx_t, hr_t)
 
-    def grad_parts(self, d_pieces, packed):
+    def grad_parts(self, d_pieces):
         """``(d_gx, d_hr)`` as tuples of column blocks, from the gradients of ``pieces``."""
-        gx_parts, hr_parts = self.parts if packed else (((0,), (0,)) if self.additive else ((0,), (1,)))
+        gx_parts, hr_parts = self.parts if self.pack is not None else (((0,), (0,)) if self.additive else ((0,), (1,)))
         return tuple(d_pieces[i] for i in gx_parts), tuple(d_pieces[i] for i in hr_parts)
-
-
-# The smallest saved gx and hr (bytes, all steps) that the forward saves as ``Spec.pack``'s pieces.
-# The reset-after GRU's pieces take 4 units a step against 6, but make more, smaller operations:
-# at (16, 64, 32, 64) (1.5 MiB) its fwd+bwd took 5% longer packed; at (32, 128, 128, 256) (24 MiB)
-# 7-12% less (two A/B runs), its temporary buffer down from 34.0 to 26.4 MiB, under the 32 MiB line
-# (bench/results/cpu_malloc.md); at (64, 256, 256, 512) 272 MiB became 210 (bench/results/ab_fused.md).
-_PACK_MIN_BYTES = 8 << 20
-
-
-def _saves_packed(spec, steps, batch, hr_width):
-    """Whether the forward saves ``Spec.pack``'s pieces for the backward, rather than gx and hr."""
-    whole = steps * batch * 2 * hr_width * 4
-    return spec.pack is not None and whole >= _PACK_MIN_BYTES
 
 
 class Weights(NamedTuple):
@@ -336,7 +328,6 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, 
 
     lanes = _lanes(xs.shape[0] if batch_major else xs.shape[1], wt)
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
-    packed = save and _saves_packed(spec, xs.shape[0], xs.shape[1], wt.u.shape[-1])
 
     def lane_step(drop, carry, inputs):
         state, prev_y = carry
@@ -348,7 +339,7 @@ def _forward(spec, reverse, zero_output, wt, xs, state0, mask, drop, save=True, 
             y = jnp.where(m_t[:, None], y, jnp.zeros_like(y) if zero_output else prev_y)
         if not save:
             return (new, y), (y, None)
-        return (new, y), (y, (spec.pieces(gx_t, hr, packed), state, a, s))
+        return (new, y), (y, (spec.pieces(gx_t, hr), state, a, s))
 
     def step(carry, inputs):  # carry and gx_t: one per lane; outputs joined, residuals per lane
         gx_t, m_t = inputs
@@ -417,7 +408,6 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     assert spec.pointwise_vjp is None or spec.mid is None, "Spec.pointwise_vjp is for cells without mid"
     rows = [jax.tree.leaves(prev_states)[0].shape[1] for _, prev_states, _, _ in res]  # the forward's lanes
     lanes = list(itertools.pairwise([0, *itertools.accumulate(rows)]))
-    packed = _saves_packed(spec, dys.shape[0], sum(rows), wt.u.shape[-1])  # as the forward decided
     lane_drops = [_rows(drop, lo, hi, axis=1) for lo, hi in lanes]
     u32, u2_32 = _f32(wt.u), _f32(wt.u2)
     u_t, u2_t = u32.T, None if u2_32 is None else u2_32.T
@@ -436,11 +426,8 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
             d_raw_state = _where(m_t, d_state, jax.tree.map(jnp.zeros_like, d_state))
             d_skip = _where(m_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
         if spec.pointwise_vjp is not None:
-            vjp_pieces = pieces_t if packed or spec.pack is None else spec.pack(*pieces_t)
-            d_pieces, d_state_pw = spec.pointwise_vjp(vjp_pieces, state_prev, d_raw_y, d_raw_state)
-            if not packed and spec.pack is not None:  # gx's and hr's gradients whole, as saved
-                d_pieces = tuple(_cat(p) for p in spec.grad_parts(d_pieces, True))
-            d_hr, d_s = _cat(spec.grad_parts(d_pieces, packed)[1]), None
+            d_pieces, d_state_pw = spec.pointwise_vjp(pieces_t, state_prev, d_raw_y, d_raw_state)
+            d_hr, d_s = _cat(spec.grad_parts(d_pieces)[1]), None
         elif spec.additive:  # the piece is gx_t + hr_t, and both get its gradient
             _, vjp = jax.vjp(lambda z, st, s: spec.pointwise(z, 0.0, st, s), pieces_t[0], state_prev, s_t)
             d_gx, d_state_pw, d_s = vjp((d_raw_y, d_raw_state))
@@ -499,7 +486,7 @@ def _backward(spec, reverse, zero_output, wt, xs, mask, drop, res, dys, dfinal):
     for (lo, hi), d, (_, prev_states, a_s, _), (_, _, bufs), d_s_l in zip(
         lanes, lane_drops, res, carry, d_s, strict=True
     ):
-        d_gx, d_hr = spec.grad_parts(bufs, packed)
+        d_gx, d_hr = spec.grad_parts(bufs)
         prev_h = jax.vmap(spec.rec_input)(prev_states)
         grads.append(_weight_grads_f32(wt, _rows(xs, lo, hi, axis=1), d, prev_h, a_s, d_gx, d_hr, d_s_l))
     d_wt = jax.tree.map(lambda *a: reduce(jnp.add, a), *(g for g, _ in grads))

@@ -200,11 +200,7 @@ def _gru_pack(gx, hr):
     """The reset-after GRU's step as ``(z and r sums, x_n, h_n)``: 4 units, against 6 for gx and hr.
 
     z and r see ``x @ W`` and ``h @ U`` only as a sum, so one copy of it serves both gradients.
-    The forward saves these pieces where gx and hr would take 8 MiB or more
-    (``_engine._saves_packed``): at (32, 128, 128, 256) gx and hr put the fwd+bwd's temporary
-    buffer at 34.0 MiB, over the 32 MiB line where glibc maps it afresh on every call
-    (bench/results/cpu_malloc.md). Below that the closed-form vjp still runs on these pieces, made
-    from gx and hr in the backward step.
+    The forward saves these pieces instead of gx and hr (``_engine.Spec.pack``: what it measured).
     """
     units = hr.shape[-1] // 3
     return gx[..., : 2 * units] + hr[..., : 2 * units], gx[..., 2 * units :], hr[..., 2 * units :]
@@ -212,6 +208,22 @@ def _gru_pack(gx, hr):
 
 # The pieces' gradients as gx's and hr's: d_gx = [d_zr, d_xn], d_hr = [d_zr, d_hn].
 _GRU_PARTS = ((0, 1), (0, 2))
+
+
+def _on_gx_and_hr(vjp):
+    """``_gru_vjp``'s ``vjp`` for gx and hr saved whole: packed in the step, gradients joined back.
+
+    With slopes by jvp, XLA recomputes a cheap recurrent activation (hard_sigmoid) from the saved
+    z and r sums inside the fusion that makes ``d_hn``, after the step's write of ``d_zr`` over
+    them, and copied the whole saved buffer of the sums twice a step (the test of those copies
+    covers this cell). The one-tanh form computes ``r`` once, before the writes.
+    """
+
+    def unpacked(pieces, state, d_y, d_new):
+        d_pieces, d_state = vjp(_gru_pack(*pieces), state, d_y, d_new)
+        return tuple(jnp.concatenate([d_pieces[i] for i in part], axis=-1) for part in _GRU_PARTS), d_state
+
+    return unpacked
 
 
 def _gru_vjp(activation, recurrent_activation):
@@ -279,7 +291,9 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
         vjp = _gru_vjp(activation, recurrent_activation)
         if vjp is None:  # jax.vjp of pointwise, on gx and hr saved whole
             return Spec(pointwise, _h)
-        return Spec(pointwise, _h, pointwise_vjp=vjp, pack=_gru_pack, parts=_GRU_PARTS)
+        if {activation, recurrent_activation} <= _TANH_FORMS.keys():
+            return Spec(pointwise, _h, pointwise_vjp=vjp, pack=_gru_pack, parts=_GRU_PARTS)
+        return Spec(pointwise, _h, pointwise_vjp=_on_gx_and_hr(vjp))
 
     def pointwise(gx, hr, state, _):
         h = activation(gx + hr)
