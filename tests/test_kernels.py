@@ -146,6 +146,9 @@ def two_lanes(monkeypatch):
     monkeypatch.setattr(_engine, "_cores", lambda: 2)
     wt = _engine.Weights(None, jnp.zeros((4, 16)), None, None, None)
     assert _engine._lanes(5, wt) == [(0, 3), (3, 5)]
+    jax.clear_caches()  # the kernel's own jit would reuse a one-lane trace of the same shapes
+    yield
+    jax.clear_caches()  # and no two-lane trace outlives the test
 
 
 @pytest.mark.parametrize("kind", sorted(CELLS))
@@ -418,12 +421,17 @@ def _copied_step_buffers(kind):
     return sorted(int(k) for t, b, k in shapes if (int(t), int(b)) == (steps, batch) and int(k) != n_in)
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 @pytest.mark.parametrize("kind", sorted(CELLS))
-def test_the_backward_overwrites_its_saved_steps_in_place(kind):
+def test_the_backward_overwrites_its_saved_steps_in_place(kind, lanes, request):
     """``_engine._write_last``: every cell's backward overwrites each step's saved pre-activations
     with their gradients without copying the whole buffer first. Without the ordering, XLA copied it
     every step for the cells whose gate gradients come from ``jax.vjp`` (the reset-before GRU's
-    fwd+bwd 2.4-3.7x as long, bench/results/ab_fused.md) and for some closed forms (the relu GRU)."""
+    fwd+bwd 2.4-3.7x as long, bench/results/ab_fused.md) and for some closed forms (the relu GRU;
+    and the hard_sigmoid reset-after GRU, packed: ``_fused._on_gx_and_hr``). Two lanes (``_holding``)
+    are a different loop body."""
+    if lanes == 2:
+        request.getfixturevalue("two_lanes")
     assert _copied_step_buffers(kind) == []
 
 
