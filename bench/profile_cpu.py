@@ -150,7 +150,7 @@ def profile(kind, size, runs, top=8, timeline_us=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=["lstm", "gru", "both"], default="both")
+    parser.add_argument("--kind", choices=[*_report.KINDS, "both"], default="both", help="both: lstm and gru")
     parser.add_argument("--size", default="32,128,128,256", help="batch,time,input,units")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=8, help="operations listed per mode, slowest first")
