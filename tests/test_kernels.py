@@ -223,7 +223,7 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     """The reset-after GRU's closed-form gate vjp against jax.vjp of its gate math, through what the
     forward saves (with tanh/sigmoid ``_gru_pack``'s pieces, z and r as sums; else gx and hr) and
     back to gx's and hr's gradients; row 0 of the pre-activations on the activations' kinks."""
-    from jrnn.kernels._fused import _TANH_FORMS, _spec
+    from jrnn.kernels._fused import _one_tanh, _spec
 
     act, ract = jrnn.activations.get(activation), jrnn.activations.get(recurrent_activation)
     spec = _spec("gru", act, ract, True)
@@ -236,7 +236,7 @@ def test_gru_closed_form_gate_gradients_match_jax_vjp(activation, recurrent_acti
     _, vjp = jax.vjp(lambda g, h, st: spec.pointwise(g, h, st, None), gx, hr, state)
     d_gx, d_hr, d_state = vjp((d_y, jrnn.cells.GRUState(d_h)))
     d_pieces, got_state = spec.pointwise_vjp(spec.pieces(gx, hr), state, d_y, jrnn.cells.GRUState(d_h))
-    packed = {act, ract} <= _TANH_FORMS.keys()  # the one-tanh form saves the packed pieces
+    packed = _one_tanh(act, ract)  # the one-tanh form saves the packed pieces
     assert (spec.pack is not None) == packed
     assert sum(p.shape[-1] for p in d_pieces) == (4 if packed else 6) * 5  # packed: 4 units a step, not 6
     got = tuple(jnp.concatenate(parts, axis=-1) for parts in spec.grad_parts(d_pieces))

@@ -30,6 +30,11 @@ def _h(state):
 _TANH_FORMS = {activations.tanh: (1.0, 1.0, 0.0), activations.sigmoid: (0.5, 0.5, 0.5)}
 
 
+def _one_tanh(activation, recurrent_activation):
+    """Whether both activations are ``_TANH_FORMS``: the gate math's values and slopes from one tanh."""
+    return {activation, recurrent_activation} <= _TANH_FORMS.keys()
+
+
 def _value_and_slope(form, x):
     """An activation of ``_TANH_FORMS`` at ``x`` and its slope there; ``a, k, b`` scalars or per column."""
     a, k, b = form
@@ -53,7 +58,7 @@ def _lstm_vjp(activation, recurrent_activation):
     smaller sizes, the gate fusions reading column slices of the saved step as scalar code
     (as four buffers, one per gate: no faster than saving ``pre``; ab_fused.md).
     """
-    if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
+    if not _one_tanh(activation, recurrent_activation):
         return _lstm_vjp_slopes(activation, recurrent_activation)
     forms = _lstm_forms(activation, recurrent_activation)
 
@@ -91,7 +96,7 @@ def _lstm_gates(activation, recurrent_activation):
     runs; at the other two sizes of bench/cpu.py, and forward+backward, the runs were within their
     noise (bench/results/ab_fused.md).
     """
-    if not {activation, recurrent_activation} <= _TANH_FORMS.keys():
+    if not _one_tanh(activation, recurrent_activation):
 
         def gates(pre):
             i, f, c_hat, o = jnp.split(pre, 4, axis=-1)
@@ -294,7 +299,7 @@ def _spec(kind: str, activation, recurrent_activation, reset_after=True) -> Spec
         vjp = _gru_vjp(activation, recurrent_activation)
         if vjp is None:  # jax.vjp of pointwise, on gx and hr saved whole
             return Spec(pointwise, _h)
-        if {activation, recurrent_activation} <= _TANH_FORMS.keys():
+        if _one_tanh(activation, recurrent_activation):
             return Spec(pointwise, _h, pointwise_vjp=vjp, pack=_gru_pack, parts=_GRU_PARTS)
         return Spec(pointwise, _h, pointwise_vjp=_on_gx_and_hr(vjp))
 
