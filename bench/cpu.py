@@ -148,6 +148,39 @@ IMPLS = {
 }
 
 
+def matmul_flops(kind, size, mode):
+    """The layer's matmul work in floating-point operations (2 per multiply-add), elementwise left out.
+
+    Forward: the input and recurrent projections, ``2 B T (input + units) G units`` with G gates
+    (LSTM 4, GRU 3). The backward has two products of the same size per forward one (a weight
+    gradient and an input or state gradient), so forward+backward is 3x the forward: a ratio of
+    fwd+bwd / fwd above 3 is time the backward spends at a lower rate than the forward.
+    """
+    batch, steps, n_in, units = size
+    forward = 2 * batch * steps * (n_in + units) * _GATES[kind] * units
+    return forward if mode == "fwd" else 3 * forward
+
+
+_GATES = {"lstm": 4, "gru": 3}
+
+
+def matmul_rates(repeats):
+    """GFLOP/s of one large float32 matmul, (1024, 512) x (512, 2048), in XLA:CPU and in PyTorch:
+    the rate the table's products could reach on this machine at best."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=shape).astype(np.float32) for shape in ((1024, 512), (512, 2048)))
+    xla = jax.jit(jnp.matmul)
+    ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+    calls = {"xla": lambda: jax.block_until_ready(xla(ja, jb)), "pytorch": lambda: torch.mm(ta, tb)}
+    for call in calls.values():
+        call()
+    times = _report.timed_rounds(calls, repeats, settle=1)
+    flops = 2 * 1024 * 512 * 2048
+    return {name: flops / statistics.median(v) / 1e9 for name, v in times.items()}
+
+
 def _block(out):
     jax.block_until_ready(out) if not hasattr(out, "detach") else out
 
@@ -202,6 +235,15 @@ def main():
         "",
         f"Median of {args.repeats} runs, interleaved in a shuffled order, each after {args.settle} untimed "
         "call(s) of the same implementation, milliseconds; first call (trace + compile + run) in brackets.",
+        "GFLOP/s: the layer's matmul work (`matmul_flops`: 2 B T (input + units) G units for the forward, "
+        "3x that for forward+backward, elementwise work left out) over the median time.",
+        "",
+    ]
+    rates = matmul_rates(args.repeats)
+    lines += [
+        "One large float32 matmul, (1024, 512) x (512, 2048), for scale: "
+        + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items())
+        + ".",
         "",
     ]
     for kind in args.kinds.split(","):
@@ -211,14 +253,18 @@ def main():
             lines += [
                 f"## {kind.upper()} (batch, time, input, units) = {size}",
                 "",
-                "| implementation | fwd | fwd+bwd | fwd+bwd / fwd |",
-                "|---|---|---|---|",
+                "| implementation | fwd | fwd+bwd | fwd+bwd / fwd | GFLOP/s fwd | GFLOP/s fwd+bwd |",
+                "|---|---|---|---|---|---|",
             ]
+            flops = {mode: matmul_flops(kind, size, mode) / 1e9 for mode in ("fwd", "fwd+bwd")}
             for name in IMPLS:
                 if (name, "fwd") not in results:
                     continue
                 (f, f0), (b, b0) = results[(name, "fwd")], results[(name, "fwd+bwd")]
-                lines.append(f"| {name} | {1e3 * f:.1f} [{f0:.1f} s] | {1e3 * b:.1f} [{b0:.1f} s] | {b / f:.2f} |")
+                lines.append(
+                    f"| {name} | {1e3 * f:.1f} [{f0:.1f} s] | {1e3 * b:.1f} [{b0:.1f} s] | {b / f:.2f} "
+                    f"| {flops['fwd'] / f:.0f} | {flops['fwd+bwd'] / b:.0f} |"
+                )
             lines.append("")
     _report.write(lines, args.out)
 

@@ -1,7 +1,8 @@
 """The benchmark scripts nothing else runs work end to end: bench/gpu.py, bench/ab_fused.py and
 bench/dispatch.py;
-bench/_report.timed_rounds settles each call as bench/cpu.py asks; and bench/profile_cpu.py's
-timeline picks and orders the operations it lists.
+bench/_report.timed_rounds settles each call as bench/cpu.py asks; bench/cpu.py's matmul count
+(its GFLOP/s columns) is the products the layer runs; and bench/profile_cpu.py's timeline picks and
+orders the operations it lists.
 
 bench/gpu.py must work before a GPU session spends its time on it.
 
@@ -138,3 +139,52 @@ def test_profile_timeline_lists_the_window_in_start_order_with_threads():
     rows = profile_cpu._timeline(trace, window_us=25)  # the middle event starts at 20 us
     assert rows[2:] == ["| 0.0 | 1.0 | T0 | `gates_a` |", "| 10.0 | 2.0 | T1 | `dot_b` |"]
     assert profile_cpu._events(trace, runs=1)["dot_a"] == (1, 0.004)
+
+
+def _dot_flops(jaxpr) -> int:
+    """2 x the multiply-adds of every ``dot_general`` in ``jaxpr``, a scan's body once per step."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            k = 1
+            for axis in contract:
+                k *= lhs[axis]
+            out = 1
+            for n in eqn.outvars[0].aval.shape:
+                out *= n
+            total += 2 * out * k
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _dot_flops(inner) * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+    return total
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cpu_benchmark_counts_the_matmul_work_of_the_layer_it_times(kind):
+    """bench/cpu.py's GFLOP/s columns: ``matmul_flops`` against the products in the scan path's
+    jaxpr (forward, and gradients of the weights and the input), at sizes with no two alike."""
+    import jax
+    import jax.numpy as jnp
+
+    import jrnn
+
+    cpu = _bench_module("cpu")
+    size = batch, steps, n_in, units = (2, 3, 5, 7)
+    cell = cpu._report.cell(kind, units)
+    params = cell.init_params(jax.random.key(0), n_in)
+    x = jnp.ones((batch, steps, n_in))
+
+    def forward(p, x):
+        return jrnn.layers.rnn(cell, p, x, return_sequences=True, use_fused=False).output
+
+    counted = {
+        "fwd": _dot_flops(jax.make_jaxpr(forward)(params, x).jaxpr),
+        "fwd+bwd": _dot_flops(
+            jax.make_jaxpr(jax.grad(lambda p, x: jnp.sum(forward(p, x) ** 2), (0, 1)))(params, x).jaxpr
+        ),
+    }
+    assert {mode: cpu.matmul_flops(kind, size, mode) for mode in counted} == counted
