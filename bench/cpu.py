@@ -148,6 +148,9 @@ IMPLS = {
 }
 
 
+_GATES = {"lstm": 4, "gru": 3}
+
+
 def matmul_flops(kind, size, mode):
     """The layer's matmul work in floating-point operations (2 per multiply-add), elementwise left out.
 
@@ -159,9 +162,6 @@ def matmul_flops(kind, size, mode):
     batch, steps, n_in, units = size
     forward = 2 * batch * steps * (n_in + units) * _GATES[kind] * units
     return forward if mode == "fwd" else 3 * forward
-
-
-_GATES = {"lstm": 4, "gru": 3}
 
 
 def matmul_rates(repeats):
